@@ -1,0 +1,31 @@
+# The two commands of the README. Each creates .venv with the pinned dependencies when missing.
+#   make reproduce   the main job: the whole reproduction into runs/reproduce
+#                    (paper profile when CUDA is available, the CPU-sized quick profile otherwise)
+#   make test        lint, format check, unit tests and every notebook (nbval)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROFILE ?= auto
+OUT    ?= runs/reproduce
+
+.PHONY: reproduce test setup clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/python -m rulelib reproduce --profile $(PROFILE) --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+clean-venv:
+	rm -rf $(VENV)
