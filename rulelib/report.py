@@ -1,0 +1,476 @@
+"""Results on disk: metrics JSON, figures and report.md of a run, every write atomic.
+
+A run folder (`python -m rulelib reproduce --out runs/reproduce`) holds one sub-folder per task:
+
+    runs/reproduce/
+        report.md            our numbers beside the paper's (paper.md section 3), all tasks
+        A/  config.json      the TrainConfig (written by rulelib.train)
+            profile.json     the profile, sampling settings, seed (written by rulelib.cli)
+            checkpoints/     every checkpoint (rulelib.train)
+            samples.npz      generated uint8 images (n, 32, 32, 3), compressed
+            metrics.json     rule_report of training and generated images; machine, command,
+                             git commit, wall times
+            scatter.png      the paper-style scatter: training (blue) vs generated (red)
+            samples.png      a grid of generated images
+            sweep.csv/.png   rule metrics against training epoch (one row per checkpoint)
+            report.md        the same tables for this task alone
+
+Every file is written to a temporary file in the same directory and moved into place with
+os.replace, so a killed run never leaves a half-written file under a final name.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically (temp file in the same directory, then os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> Path:
+    return atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def atomic_savez(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+    """np.savez_compressed into memory, then an atomic write (savez on a path appends .npz)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_savefig(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save a matplotlib figure atomically, format from the suffix, then close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _jsonable(obj):
+    """numpy scalars/arrays and Paths -> plain JSON types; NaN/inf -> None (JSON has no NaN)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """Read a JSON file; a clear ValueError when it is corrupt (e.g. not written by rulelib)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); delete it to recompute") from e
+
+
+# --------------------------------------------------------------------------------------------------
+# Provenance: where and how a result was produced
+
+
+def machine_info() -> dict:
+    """The machine in words: CPU, core count, OS, torch version, GPU name when CUDA is present."""
+    import torch
+
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def machine_summary(info: Mapping) -> str:
+    """One line, e.g. 'GPU NVIDIA H100' or 'CPU x86_64, 2 cores (torch 2.13, 2 threads)'."""
+    if info.get("gpu"):
+        return f"GPU {info['gpu']} (torch {info.get('torch')})"
+    return (
+        f"CPU {info.get('processor')}, {info.get('cpu_count')} cores "
+        f"(torch {info.get('torch')}, {info.get('torch_threads')} threads)"
+    )
+
+
+def git_commit(root: str | os.PathLike | None = None) -> str:
+    """The repository's HEAD commit, with '+dirty' when rulelib/ has changes (untracked files
+    included) not in that commit; 'unknown' outside a git checkout."""
+    root = Path(root) if root else Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "rulelib"],  # the code that made the result
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+# --------------------------------------------------------------------------------------------------
+# Figures
+
+
+def image_grid(images: np.ndarray, ncol: int = 8, pad: int = 2) -> np.ndarray:
+    """Tile uint8 images (n, H, W, 3) into one (rows*(H+pad)+pad, ...) uint8 array on grey."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected images of shape (n, H, W, 3), got {images.shape}")
+    n, h, w, _ = images.shape
+    ncol = max(1, min(ncol, n))
+    nrow = max(1, math.ceil(n / ncol))
+    grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, 3), 128, np.uint8)
+    for i in range(n):
+        r, c = divmod(i, ncol)
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) :][:, :w] = images[
+            i
+        ]
+    return grid
+
+
+def save_sample_grid(images: np.ndarray, path, title: str = "", n: int = 64, ncol: int = 8) -> Path:
+    """A grid of the first `n` images (nearest-neighbour, so pixels stay pixels)."""
+    import matplotlib.pyplot as plt
+
+    grid = image_grid(np.asarray(images)[:n], ncol=ncol)
+    fig, ax = plt.subplots(figsize=(grid.shape[1] / 40, grid.shape[0] / 40 + (0.4 if title else 0)))
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    return atomic_savefig(fig, path)
+
+
+def save_scatter(task, train, generated, path, title: str = "") -> Path:
+    """The paper-style scatter (rulelib.metrics.scatter_plot): training blue, generated red.
+
+    `train` and `generated` are (features, ok) pairs as task.measure returns them."""
+    import matplotlib.pyplot as plt
+
+    from rulelib import metrics
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    metrics.scatter_plot(
+        task,
+        train[0],
+        generated[0],
+        ax=ax,
+        train_ok=train[1],
+        gen_ok=generated[1],
+        title=title or None,
+    )
+    return atomic_savefig(fig, path)
+
+
+SWEEP_METRICS = ("conforming_pct", "bias", "resid_std", "coarse_rate", "measurable_rate")
+
+
+def sweep_rows(epoch_reports: Sequence[tuple[int, Mapping]]) -> list[dict]:
+    """(epoch, rule_report) pairs -> CSV rows: epoch, n, and value/lo/hi of each metric."""
+    rows = []
+    for epoch, rep in sorted(epoch_reports, key=lambda er: er[0]):
+        row = {"epoch": int(epoch), "n": rep.get("n")}
+        for key in SWEEP_METRICS:
+            v, lo, hi = metric_triplet(rep, key)
+            row[key], row[f"{key}_lo"], row[f"{key}_hi"] = v, lo, hi
+        rows.append(row)
+    return rows
+
+
+def write_sweep_csv(rows: Sequence[Mapping], path) -> Path:
+    buf = io.StringIO()
+    fields = list(rows[0]) if rows else ["epoch"]
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def plot_sweep(rows: Sequence[Mapping], axes=None, title: str = ""):
+    """Rule metrics against training epoch with their 95 % CIs; returns the 4 axes (coarse rule,
+    rule-conforming, fit bias, residual std)."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+    epochs = np.array([r["epoch"] for r in rows], float)
+    panels = (
+        ("coarse_rate", "coarse rule holds (%)", 100.0),
+        ("conforming_pct", "rule-conforming (%)", 1.0),
+        ("bias", "fit bias |slope-k|+|b|", 1.0),
+        ("resid_std", "residual std", 1.0),
+    )
+
+    def column(key):
+        return np.array([np.nan if r.get(key) is None else r[key] for r in rows], float)
+
+    for ax, (key, label, scale) in zip(axes, panels):
+        ax.plot(epochs, scale * column(key), "o-", color="tab:red")
+        lo, hi = scale * column(f"{key}_lo"), scale * column(f"{key}_hi")
+        ax.fill_between(epochs, lo, hi, color="tab:red", alpha=0.2, lw=0)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+    if title:
+        axes[0].figure.suptitle(title, fontsize=10)
+    axes[0].figure.tight_layout()
+    return axes
+
+
+def save_sweep(rows: Sequence[Mapping], csv_path, png_path, title: str = "") -> None:
+    write_sweep_csv(rows, csv_path)
+    axes = plot_sweep(rows, title=title)
+    atomic_savefig(axes[0].figure, png_path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables: our numbers beside the paper's
+
+
+def metric_triplet(
+    report: Mapping | None, key: str
+) -> tuple[float | None, float | None, float | None]:
+    """(value, ci_lo, ci_hi) of one metric of a rule_report; Nones when absent."""
+    if not report or key not in report:
+        return None, None, None
+    m = report[key]
+    if isinstance(m, Mapping):
+        ci = m.get("ci") or [None, None]
+        return _num(m.get("value")), _num(ci[0]), _num(ci[1])
+    return _num(m), None, None
+
+
+def _num(v):
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def metrics_tables(entries: Mapping[str, Mapping]) -> str:
+    """Our numbers beside the paper's (rulelib.metrics.format_table): generated, then training.
+
+    `entries` maps task name -> metrics.json payload ("generated", "train": rule_reports).
+    """
+    from rulelib.metrics import format_table
+
+    parts = []
+    for kind, heading in (("generated", "Generated images"), ("train", "Training images")):
+        reports = {t: e[kind] for t, e in entries.items() if e.get(kind)}
+        if reports:
+            parts += [
+                f"**{heading}** (ours [95 % CI] beside the paper's)",
+                "",
+                format_table(reports, kind=kind),
+                "",
+            ]
+    return "\n".join(parts)
+
+
+def task_markdown(entry: Mapping, figure_prefix: str = "", tables: bool = True) -> str:
+    """The per-task section of report.md: settings, provenance, the table, the figures.
+
+    `figure_prefix` is the task folder relative to the report ("A/" in the run's report.md)."""
+    t = entry["task"]
+    s = entry.get("sampling", {})
+    cfg = entry.get("train_config", {})
+    steps = s.get("steps") or "all"
+    lines = [
+        f"## Task {t} ({entry.get('title', '')})",
+        "",
+        f"- profile `{entry.get('profile')}`; trained {entry.get('epoch')} epochs "
+        f"({cfg.get('preset')} preset, batch "
+        f"{cfg.get('batch_size')}, lr {cfg.get('lr')}), "
+        f"{s.get('weights')} weights, {s.get('method')} sampler ({steps} steps, "
+        f"eta {s.get('eta')}), "
+        f"{entry.get('generated', {}).get('n')} samples, seed {entry.get('seed')}",
+        f"- machine: {machine_summary(entry.get('machine', {}))}",
+        f"- command: `{entry.get('command')}`; git commit `{entry.get('git_commit')}`; "
+        f"written {entry.get('created')}",
+    ]
+    if cfg.get("epochs") and entry.get("epoch") is not None and entry["epoch"] < cfg["epochs"]:
+        lines.append(
+            f"- **training incomplete**: these samples come from epoch {entry['epoch']} of the "
+            f"profile's {cfg['epochs']} (training was stopped early, e.g. by --time-limit)"
+        )
+    timings = entry.get("timings_s") or {}
+    if timings:
+        lines.append(
+            "- wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items() if v)
+        )
+    lines.append("")
+    if tables:
+        lines.append(metrics_tables({t: entry}))
+    for name, caption in (
+        ("scatter.png", "training (blue) vs generated (red)"),
+        ("samples.png", "generated samples"),
+        ("sweep.png", "rule metrics against training epoch"),
+    ):
+        if name in entry.get("files", ()):
+            lines.append(f"![{caption}]({figure_prefix}{name})")
+    if "mitigation/mitigation.md" in entry.get("files", ()):
+        lines.append(
+            f"\nMitigation (contrastive classifiers, filtering, guidance): "
+            f"[{figure_prefix}mitigation/mitigation.md]({figure_prefix}mitigation/mitigation.md)"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(entries: Mapping[str, Mapping], limits: str = "", title: str = "") -> str:
+    """The report.md of a run: header, tables for every task, the honest paragraph, sections."""
+    first = next(iter(entries.values()), {})
+    out = [
+        f"# {title or 'Rule learning of DDPM: our reproduction beside the paper'}",
+        "",
+        "Han et al., *Can Diffusion Models Learn Hidden Inter-Feature Rules Behind Images?* "
+        "(ICML 2025).",
+        f"Profile `{first.get('profile')}` on {machine_summary(first.get('machine', {}))}; "
+        f"command `{first.get('command')}`; git commit `{first.get('git_commit')}`.",
+        "",
+        "Ours with a bootstrap 95 % confidence interval in brackets; the paper's from its unguided "
+        "DDPM at paper epochs (– where the paper gives none, ≈ where only roughly). The measurable "
+        "rate is over all images, every other metric over the measurable ones. Training images are "
+        "measured by the same sub-pixel measurement as the generated ones.",
+        "",
+        metrics_tables(entries),
+    ]
+    if limits:
+        out += ["## What this profile can and cannot show", "", limits, ""]
+    for entry in entries.values():
+        out.append(task_markdown(entry, figure_prefix=f"{entry['task']}/", tables=False))
+    return "\n".join(out)
+
+
+def write_task_report(task_dir, entry: Mapping, limits: str = "") -> Path:
+    """task_dir/metrics.json and task_dir/report.md for one task."""
+    task_dir = Path(task_dir)
+    atomic_write_json(task_dir / "metrics.json", entry)
+    text = task_markdown(entry)
+    if limits:
+        text += "\n### What this profile can and cannot show\n\n" + limits + "\n"
+    return atomic_write_text(task_dir / "report.md", text)
+
+
+def write_run_report(run_dir, limits: str = "", title: str = "") -> Path | None:
+    """run_dir/report.md from every task_dir/metrics.json found (tasks in A-D order)."""
+    run_dir = Path(run_dir)
+    entries = {}
+    for task_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+        mfile = task_dir / "metrics.json"
+        if mfile.exists():
+            entry = read_json(mfile)
+            entries[entry.get("task", task_dir.name)] = entry
+    if not entries:
+        return None
+    return atomic_write_text(run_dir / "report.md", report_markdown(entries, limits, title))
+
+
+# --------------------------------------------------------------------------------------------------
+# Results for the repository (readers without a GPU)
+
+EXPORT_FILES = (
+    "metrics.json",
+    "report.md",
+    "scatter.png",
+    "samples.png",
+    "sweep.csv",
+    "sweep.png",
+    "profile.json",
+    "config.json",
+    "timings.json",
+)
+
+
+def export_results(run_dir, dest, *, max_samples: int = 512) -> list[Path]:
+    """Copy what a reader needs from a run into `dest` (e.g. results/quick): per task the metrics,
+    report, figures, profile and config, and the first `max_samples` generated images as a
+    compressed samples.npz (a few MB at most); the run's report.md.  No checkpoints."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    copied = []
+    for tdir in sorted(p for p in run_dir.iterdir() if (p / "metrics.json").exists()):
+        for name in EXPORT_FILES:
+            if (tdir / name).exists():
+                copied.append(
+                    atomic_write_bytes(dest / tdir.name / name, (tdir / name).read_bytes())
+                )
+        mdir = tdir / "mitigation"  # rulelib.mitigation's tables and figures, not its weights
+        for f in sorted(mdir.glob("*")) if mdir.is_dir() else ():
+            if f.suffix in (".json", ".md", ".png", ".csv"):
+                copied.append(
+                    atomic_write_bytes(dest / tdir.name / "mitigation" / f.name, f.read_bytes())
+                )
+        if (tdir / "samples.npz").exists():
+            with np.load(tdir / "samples.npz") as z:
+                images = z["images"][:max_samples]
+                meta = z["meta"] if "meta" in z else np.array("{}")
+            copied.append(atomic_savez(dest / tdir.name / "samples.npz", images=images, meta=meta))
+    if (run_dir / "report.md").exists():
+        copied.append(atomic_write_bytes(dest / "report.md", (run_dir / "report.md").read_bytes()))
+    if not copied:
+        raise FileNotFoundError(f"{run_dir} has no finished task (no */metrics.json) to export")
+    return copied

@@ -1,0 +1,526 @@
+"""The four rule tasks of the paper (section 2 of paper.md): scenes, rendering, measurement, rule.
+
+A rule task draws scene parameters, turns them into primitives (``rulelib.render``), renders 32x32
+uint8 images on white, reads the features back (``rulelib.measure``) and states its rule: the
+paper's scatter quantities (x, y) with y = k x (the fine rule) and a coarse rule.
+
+=====  ==============  ==========================================  ==================  ====
+task   title           features (units of W = 32 px)               scatter (x, y)      k
+=====  ==============  ==========================================  ==================  ====
+A      light-shadow    l1 sun-pole distance, h1 sun above pole     (l1*h2, l2*h1)      1
+                       top, h2 pole height, l2 shadow length
+B      perspective     l1, h1 left edge / height of rect 1,        (l1*h1, l2*h2)      1
+                       l2, h2 of rect 2
+C      two circles     r1, r2 radii                                (r1, r2)            sqrt 2
+D      two squares     l1 top side, l2 bottom side                 (l1, l2)            1.5
+=====  ==============  ==========================================  ==================  ====
+
+Choices marked **ours** (paper.md leaves them open):
+
+* **Redraws.**  A scene in which some object does not fully cover at least one pixel is redrawn.
+  This includes every object thinner than one pixel (paper.md's rule for task B) and also, e.g.,
+  a 1.5 px high bar straddling a pixel boundary: without a fully covered pixel an object's colour
+  depth and size cannot be separated in the image, so no method can measure it exactly.  The
+  number of redraws of each image is returned in ``truth["n_redraws"]`` and the total of the last
+  call in ``task.last_redraws``.  Geometric rejections (overlapping disks in C, a shadow that would
+  leave the canvas with ``independent_sun_height``) redraw positions and are not counted there.
+* Distinct objects keep at least one pixel of white between them (C, D); touching is allowed only
+  where the paper's geometry makes objects touch (A's pole stands on its shadow).
+* Colours: object 1 of B, C, D (rect 1, disk 1, top square) and A's sun are yellow, object 2 (and
+  A's pole) blue/green, A's shadow dark grey; drawn per image from the HSV boxes of paper.md.
+* Task A's sun intervals are assigned cyclically (image i in interval i mod 4), so a set of 4000
+  has 1000 images per interval, and any n is balanced to within one image.
+* ``dependent_scale`` (contrastive data, paper.md section 5): multiplies the rule's dependent
+  feature (A: shadow l2, B: h2, C: r2, D: l2) after the rule is applied, and then clips it so the
+  scene stays valid and the coarse rule still holds (bounds in each task's ``dependent_bounds``;
+  the lower bound is at least 2 px so the object keeps a fully covered pixel).  Clipped images are
+  flagged in ``truth["clipped"]`` (1.0) -- their rule ratio differs from the requested factor.
+
+Defining a new rule task
+------------------------
+Subclass ``RuleTask`` in one place: scene parameters -> primitives, measurement -> features, the
+rule's scatter quantities and the coarse rule, then ``register`` it.  For example, "the right bar is
+exactly twice as tall as the left bar"::
+
+    import numpy as np
+    from rulelib import measure, render, tasks
+
+    class TwoBars(tasks.RuleTask):
+        name, title = "E", "two bars"
+        feature_names = ("h1", "h2")
+        k, train_size, paper_epochs = 2.0, 2000, 0
+        x_label, y_label = "h1", "h2"
+        dependent = "h2"
+
+        def draw(self, idx, rng, scale):
+            n = len(idx)
+            p = {"h1": rng.uniform(0.1, 0.4, n),
+                 "color1": render.sample_colors("yellow", n, rng),
+                 "color2": render.sample_colors("blue", n, rng)}
+            p["h2"], p["clipped"] = self.scale_dependent(2 * p["h1"], scale, p)
+            return p
+
+        def dependent_bounds(self, p):  # under dependent_scale: taller than bar 1, inside
+            return p["h1"] + 1 / 32, np.full_like(p["h1"], 0.95)
+
+        def primitives(self, p):
+            s = render.SIZE
+            zero = np.zeros_like(p["h1"])
+            return [render.Rect(zero + 8, zero + 12, zero + 2, 2 + s * p["h1"], p["color1"]),
+                    render.Rect(zero + 20, zero + 24, zero + 1, 1 + s * p["h2"], p["color2"])]
+
+        def measure(self, images):
+            fits, ok = measure.extract(images, [("left", "yellow", "rect"),
+                                                ("right", "blue", "rect")])
+            h = {k: (f["y1"] - f["y0"]) / render.SIZE for k, f in fits.items()}
+            return {"h1": h["left"], "h2": h["right"]}, ok
+
+        def rule_xy(self, f):
+            return f["h1"], f["h2"]
+
+        def coarse_ok(self, f):
+            return f["h2"] > f["h1"]
+
+    tasks.register(TwoBars())
+    images, truth = tasks.get("E").sample(100, seed=0)
+
+The base class supplies ``sample`` (vectorised drawing with redraws), ``dataset``, ``scene`` and
+``render``; ``truth`` keeps every (n,)-shaped scene parameter (colours are dropped).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rulelib import measure as _measure
+from rulelib import render
+
+W = float(render.SIZE)  # canvas side in pixels; features are lengths divided by W
+PX = 1.0 / W  # one pixel in units of W
+GAP = 1.0 / W  # white margin kept between distinct objects (ours)
+
+
+def _check_n(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    return int(n)
+
+
+class RuleTask:
+    """One rule task.  Subclasses set the class attributes and implement the five methods below.
+
+    Subclass hooks (parameters in units of W, arrays of shape (n,), colours (n, 3) RGB):
+
+    * ``draw(idx, rng, scale) -> dict``: scene parameters for the images ``idx`` (their positions
+      in the batch; task A uses them for its cyclic sun intervals).  ``scale`` (len(idx),)
+      multiplies the dependent feature (1.0 for ordinary data): use ``scale_dependent``, which
+      clips to ``dependent_bounds``, and store its flag as ``clipped``.
+    * ``primitives(params) -> list`` of ``render.Rect`` / ``render.Disk`` in pixels.
+    * ``measure(images) -> (features, ok)``; ``rule_xy(features) -> (x, y)``;
+      ``coarse_ok(features) -> bool array``.
+    * optional ``valid(params) -> bool array``: geometric constraints (default: all valid).
+    """
+
+    name: str = ""
+    title: str = ""
+    feature_names: tuple[str, ...] = ()
+    k: float = 1.0
+    train_size: int = 2000
+    paper_epochs: int = 0
+    x_label: str = "x"
+    y_label: str = "y"
+    dependent: str = ""  # the feature that dependent_scale multiplies
+    max_rounds: int = 1000  # safety cap on redraw rounds
+
+    def __init__(self):
+        self.last_redraws = 0
+
+    # ---- hooks -------------------------------------------------------------------------------
+    def draw(self, idx: np.ndarray, rng: np.random.Generator, scale: np.ndarray) -> dict:
+        raise NotImplementedError
+
+    def primitives(self, params: dict) -> list:
+        raise NotImplementedError
+
+    def measure(self, images: np.ndarray) -> tuple[dict, np.ndarray]:
+        raise NotImplementedError
+
+    def rule_xy(self, features: dict) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def coarse_ok(self, features: dict) -> np.ndarray:
+        raise NotImplementedError
+
+    def valid(self, params: dict) -> np.ndarray:
+        n = len(next(iter(params.values())))
+        return np.ones(n, dtype=bool)
+
+    def dependent_bounds(self, params: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bound (units of W) of the dependent feature under dependent_scale."""
+        raise NotImplementedError
+
+    # ---- shared machinery --------------------------------------------------------------------
+    def scale_dependent(self, value, scale, params):
+        """Multiply the dependent feature by dependent_scale and clip it to ``dependent_bounds``.
+
+        Returns (value, clipped as 0.0 / 1.0).  Images with scale 1 keep the rule's value.
+        """
+        if np.all(scale == 1.0):
+            return value, np.zeros_like(value)
+        lo, hi = self.dependent_bounds(params)
+        v = value * scale
+        out = np.where(scale == 1.0, value, np.clip(v, lo, hi))  # unscaled images stay on the rule
+        return out, (out != v).astype(np.float64)
+
+    def has_full_pixel(self, params: dict) -> np.ndarray:
+        """True where every object fully covers at least one pixel (the redraw rule, ours)."""
+        n = len(next(iter(params.values())))
+        ok = np.ones(n, dtype=bool)
+        for prim in self.primitives(params):
+            if hasattr(prim, "has_full_pixel"):  # closed form (render.Rect, render.Disk)
+                ok &= prim.has_full_pixel()
+            else:
+                ok &= prim.coverage().reshape(n, -1).max(1) >= 1.0 - 1e-9
+        return ok
+
+    def scene(self, n: int, seed: int, *, dependent_scale=None) -> dict:
+        """Scene parameters (units of W, colours included) of n images, deterministic for a seed."""
+        n = _check_n(n)
+        if dependent_scale is None:
+            scale = np.ones(n)
+        else:
+            scale = np.broadcast_to(np.asarray(dependent_scale, dtype=np.float64), (n,)).copy()
+            if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+                raise ValueError(
+                    f"dependent_scale must be positive and finite (a float or an array of {n}), "
+                    f"got values in [{scale.min()}, {scale.max()}]"
+                )
+        rng = np.random.default_rng(seed)
+        params = self.draw(np.arange(n), rng, scale)
+        redraws = np.zeros(n)
+        pending = np.arange(n)  # images whose latest draw is not yet checked
+        for _ in range(self.max_rounds):
+            sub = {k: v[pending] for k, v in params.items()}
+            geom_ok = self.valid(sub)  # geometric rejection: not counted as a redraw
+            size_ok = np.ones(len(pending), dtype=bool)
+            if geom_ok.any():
+                size_ok[geom_ok] = self.has_full_pixel({k: v[geom_ok] for k, v in sub.items()})
+            redraws[pending[geom_ok & ~size_ok]] += 1
+            pending = pending[~(geom_ok & size_ok)]
+            if len(pending) == 0:
+                break
+            new = self.draw(pending, rng, scale[pending])
+            for key in params:
+                params[key][pending] = new[key]
+        else:
+            raise RuntimeError(
+                f"task {self.name}: scenes still invalid after {self.max_rounds} rounds"
+            )
+        params["n_redraws"] = redraws
+        self.last_redraws = int(redraws.sum())
+        return params
+
+    def render(self, params: dict) -> np.ndarray:
+        """uint8 images (n, 32, 32, 3) of the given scene parameters."""
+        n = len(next(iter(params.values())))
+        return render.render(self.primitives(params), n)
+
+    def sample(self, n: int, seed: int, *, dependent_scale=None):
+        """n images (uint8 (n, 32, 32, 3)) and their truth (dict of float64 (n,) arrays)."""
+        params = self.scene(n, seed, dependent_scale=dependent_scale)
+        truth = {k: np.asarray(v, dtype=np.float64) for k, v in params.items() if np.ndim(v) == 1}
+        return self.render(params), truth
+
+    def dataset(self, seed: int = 0):
+        """The training set: ``sample(train_size, seed)``."""
+        return self.sample(self.train_size, seed)
+
+    def __repr__(self):
+        return f"<RuleTask {self.name}: {self.title}>"
+
+
+# ----------------------------------------------------------------------------------------------
+class LightShadow(RuleTask):
+    """Task A: sun, pole and shadow; l1 h2 = l2 h1 (paper.md section 2, task A).
+
+    Ground at y = 0.1W.  Pole: x in [0.44W, 0.56W], from the ground up to 0.1W + h2,
+    h2 ~ U(0.2W, 0.4W).  Sun: disk of radius 0.1W at height 0.1W + h2 + h1 (paper: h1 = h2;
+    ``independent_sun_height=True``: h1 ~ U(0.2W, 0.4W) independently, ours), centre x in one of
+    four intervals.  Shadow: y in [0.02W, 0.1W], from the pole centre x = W/2 away from the sun,
+    length l2 = h2 l1 / h1 (a shadow longer than 0.5W would leave the canvas: redrawn).
+    """
+
+    name, title = "A", "light-shadow"
+    feature_names = ("l1", "h1", "h2", "l2")
+    k, train_size, paper_epochs = 1.0, 4000, 400
+    x_label, y_label = "l1*h2", "l2*h1"
+    dependent = "l2"
+    INTERVALS = np.array([[0.0, 0.2], [0.3, 0.5], [0.5, 0.7], [0.8, 1.0]])
+    GROUND, POLE_W, SUN_R, SHADOW_T = 0.1, 0.12, 0.1, 0.08
+
+    def __init__(self, independent_sun_height: bool = False):
+        super().__init__()
+        self.independent_sun_height = independent_sun_height
+
+    def draw(self, idx, rng, scale):
+        n = len(idx)
+        interval = np.asarray(idx) % 4
+        sun_x = rng.uniform(self.INTERVALS[interval, 0], self.INTERVALS[interval, 1])
+        h2 = rng.uniform(0.2, 0.4, n)
+        h1 = rng.uniform(0.2, 0.4, n) if self.independent_sun_height else h2.copy()
+        p = {
+            "sun_x": sun_x,
+            "h1": h1,
+            "h2": h2,
+            "l1": np.abs(sun_x - 0.5),
+            "interval": interval.astype(np.float64),
+            "color_sun": render.sample_colors("yellow", n, rng),
+            "color_pole": render.sample_colors("blue", n, rng),
+            "color_shadow": render.sample_colors("grey", n, rng),
+        }
+        p["sun_y"] = self.GROUND + h2 + h1
+        p["sun_side"] = np.sign(sun_x - 0.5)
+        p["shadow_side"] = -p["sun_side"]
+        p["l2"], p["clipped"] = self.scale_dependent(h2 * p["l1"] / h1, scale, p)
+        return p
+
+    def dependent_bounds(self, p):
+        return 2 * PX, 0.5  # at least 2 px long; the shadow ends inside the canvas
+
+    def valid(self, p):
+        return (p["l2"] <= 0.5 + 1e-12) & (p["sun_side"] != 0)
+
+    def primitives(self, p):
+        s = W
+        n = len(p["h2"])
+        one = np.ones(n)
+        x_far = 0.5 + p["shadow_side"] * p["l2"]
+        return [
+            render.Disk(
+                s * p["sun_x"], s * p["sun_y"], s * self.SUN_R * one, p["color_sun"], "sun"
+            ),
+            render.Rect(
+                s * (0.5 - self.POLE_W / 2) * one,
+                s * (0.5 + self.POLE_W / 2) * one,
+                s * self.GROUND * one,
+                s * (self.GROUND + p["h2"]),
+                p["color_pole"],
+                "pole",
+            ),
+            render.Rect(
+                s * np.minimum(0.5, x_far),
+                s * np.maximum(0.5, x_far),
+                s * (self.GROUND - self.SHADOW_T) * one,
+                s * self.GROUND * one,
+                p["color_shadow"],
+                "shadow",
+            ),
+        ]
+
+    def measure(self, images):
+        return _measure.measure_light_shadow(images)
+
+    def rule_xy(self, f):
+        return f["l1"] * f["h2"], f["l2"] * f["h1"]
+
+    def coarse_ok(self, f):
+        return np.asarray(f["sun_side"]) * np.asarray(f["shadow_side"]) < 0
+
+
+class Perspective(RuleTask):
+    """Task B: two vertical rectangles; l1 h1 = l2 h2 (paper.md section 2, task B).
+
+    Width 0.12W, both centred at y = W/2.  Rect 1: left edge l1 ~ U(0, 0.3W), height
+    h1 ~ U(0.2W, 0.6W); rect 2: left edge l2 ~ U(l1 + 0.2W, 0.8W), height h2 = h1 l1 / l2.
+    """
+
+    name, title = "B", "perspective"
+    feature_names = ("l1", "h1", "l2", "h2")
+    k, train_size, paper_epochs = 1.0, 2000, 800
+    x_label, y_label = "l1*h1", "l2*h2"
+    dependent = "h2"
+    RECT_W = 0.12
+
+    def draw(self, idx, rng, scale):
+        n = len(idx)
+        l1 = rng.uniform(0.0, 0.3, n)
+        h1 = rng.uniform(0.2, 0.6, n)
+        l2 = rng.uniform(l1 + 0.2, 0.8)
+        p = {
+            "l1": l1,
+            "h1": h1,
+            "l2": l2,
+            "color1": render.sample_colors("yellow", n, rng),
+            "color2": render.sample_colors("blue", n, rng),
+        }
+        p["h2"], p["clipped"] = self.scale_dependent(h1 * l1 / l2, scale, p)
+        return p
+
+    def dependent_bounds(self, p):
+        return 2 * PX, p["h1"] - PX  # the right rectangle stays shorter by at least 1 px
+
+    def primitives(self, p):
+        s, w = W, self.RECT_W
+        return [
+            render.Rect(s * p["l1"], s * (p["l1"] + w), s * (0.5 - p["h1"] / 2),
+                        s * (0.5 + p["h1"] / 2), p["color1"], "rect1"),
+            render.Rect(s * p["l2"], s * (p["l2"] + w), s * (0.5 - p["h2"] / 2),
+                        s * (0.5 + p["h2"] / 2), p["color2"], "rect2"),
+        ]  # fmt: skip
+
+    def measure(self, images):
+        return _measure.measure_perspective(images)
+
+    def rule_xy(self, f):
+        return f["l1"] * f["h1"], f["l2"] * f["h2"]
+
+    def coarse_ok(self, f):
+        # the rectangle farther right is the shorter one
+        return (np.asarray(f["l2"]) > np.asarray(f["l1"])) == (np.asarray(f["h2"]) < f["h1"])
+
+
+def _place(n, rng, lo1, hi1, lo2, hi2, ok_fn, max_rounds=1000):
+    """Rejection-sample positions: draws until ok_fn(p1, p2) holds for every image (vectorised)."""
+    p1 = rng.uniform(lo1, hi1, (2, n))
+    p2 = rng.uniform(lo2, hi2, (2, n))
+    for _ in range(max_rounds):
+        bad = ~ok_fn(p1, p2)
+        if not bad.any():
+            return p1, p2
+        m = int(bad.sum())
+        p1[:, bad] = rng.uniform(lo1[bad], hi1[bad], (2, m))
+        p2[:, bad] = rng.uniform(lo2[bad], hi2[bad], (2, m))
+    raise RuntimeError("could not place non-overlapping objects")
+
+
+class TwoCircles(RuleTask):
+    """Task C: two disks; r2 = sqrt(2) r1 (ranges ours, paper.md section 2, task C).
+
+    r1 ~ U(0.05W, 0.175W), r2 = sqrt(2) r1; centres uniform with each disk inside the canvas and at
+    least one pixel of white between the disks (rejection sampling of the positions).
+    """
+
+    name, title = "C", "two circles"
+    feature_names = ("r1", "r2")
+    k, train_size, paper_epochs = math.sqrt(2.0), 2000, 1600
+    x_label, y_label = "r1", "r2"
+    dependent = "r2"
+
+    def draw(self, idx, rng, scale):
+        n = len(idx)
+        r1 = rng.uniform(0.05, 0.175, n)
+        p = {
+            "r1": r1,
+            "color1": render.sample_colors("yellow", n, rng),
+            "color2": render.sample_colors("blue", n, rng),
+        }
+        p["r2"], p["clipped"] = self.scale_dependent(math.sqrt(2.0) * r1, scale, p)
+        r2 = p["r2"]
+
+        def apart(c1, c2):
+            return np.hypot(*(c1 - c2)) >= r1 + r2 + GAP
+
+        c1, c2 = _place(n, rng, r1, 1 - r1, r2, 1 - r2, apart)
+        p["x1"], p["y1"], p["x2"], p["y2"] = c1[0], c1[1], c2[0], c2[1]
+        return p
+
+    def dependent_bounds(self, p):
+        return p["r1"] + PX, np.full_like(p["r1"], 0.3)  # disk 2 stays larger; both still fit
+
+    def primitives(self, p):
+        s = W
+        return [
+            render.Disk(s * p["x1"], s * p["y1"], s * p["r1"], p["color1"], "disk1"),
+            render.Disk(s * p["x2"], s * p["y2"], s * p["r2"], p["color2"], "disk2"),
+        ]
+
+    def measure(self, images):
+        return _measure.measure_two_circles(images)
+
+    def rule_xy(self, f):
+        return f["r1"], f["r2"]
+
+    def coarse_ok(self, f):
+        return np.asarray(f["r2"]) > np.asarray(f["r1"])
+
+
+class TwoSquares(RuleTask):
+    """Task D: two squares stacked vertically; l2 = 1.5 l1 (ranges ours, paper.md section 2 D).
+
+    Top square side l1 ~ U(0.10W, 0.28W), bottom square side l2 = 1.5 l1; horizontal positions
+    uniform; the bottom square's base y2 ~ U(0, W - l1 - l2 - gap), the top square's base
+    y1 ~ U(y2 + l2 + gap, W - l1), so the top square is always above (gap = one pixel, ours).
+    """
+
+    name, title = "D", "two squares"
+    feature_names = ("l1", "l2")
+    k, train_size, paper_epochs = 1.5, 2000, 1000
+    x_label, y_label = "l1", "l2"
+    dependent = "l2"
+
+    def draw(self, idx, rng, scale):
+        n = len(idx)
+        l1 = rng.uniform(0.10, 0.28, n)
+        p = {
+            "l1": l1,
+            "color1": render.sample_colors("yellow", n, rng),
+            "color2": render.sample_colors("blue", n, rng),
+        }
+        p["l2"], p["clipped"] = self.scale_dependent(1.5 * l1, scale, p)
+        l2 = p["l2"]
+        p["x1"] = rng.uniform(0.0, 1.0 - l1)
+        p["x2"] = rng.uniform(0.0, 1.0 - l2)
+        p["y2"] = rng.uniform(0.0, 1.0 - l1 - l2 - GAP)
+        p["y1"] = rng.uniform(p["y2"] + l2 + GAP, 1.0 - l1)
+        return p
+
+    def dependent_bounds(self, p):
+        return p["l1"] + PX, 1.0 - p["l1"] - 2 * GAP  # bottom stays larger; both fit, stacked
+
+    def primitives(self, p):
+        s = W
+        return [
+            render.Rect(s * p["x1"], s * (p["x1"] + p["l1"]), s * p["y1"],
+                        s * (p["y1"] + p["l1"]), p["color1"], "top"),
+            render.Rect(s * p["x2"], s * (p["x2"] + p["l2"]), s * p["y2"],
+                        s * (p["y2"] + p["l2"]), p["color2"], "bottom"),
+        ]  # fmt: skip
+
+    def measure(self, images):
+        return _measure.measure_two_squares(images)
+
+    def rule_xy(self, f):
+        return f["l1"], f["l2"]
+
+    def coarse_ok(self, f):
+        return np.asarray(f["l2"]) > np.asarray(f["l1"])
+
+
+# ----------------------------------------------------------------------------------------------
+_REGISTRY: dict[str, RuleTask] = {}
+
+
+def register(task: RuleTask) -> RuleTask:
+    """Add a task to the registry under ``task.name`` (replacing any task of that name)."""
+    if not isinstance(task, RuleTask) or not task.name:
+        raise ValueError(f"expected a RuleTask instance with a name, got {task!r}")
+    _REGISTRY[task.name] = task
+    return task
+
+
+def names() -> list[str]:
+    """Names of the registered tasks, sorted ("A".."D" plus any user-registered ones)."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> RuleTask:
+    """The registered task called ``name`` (e.g. "A")."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown task {name!r}; valid names are {names()}")
+    return _REGISTRY[name]
+
+
+for _t in (LightShadow(), Perspective(), TwoCircles(), TwoSquares()):
+    register(_t)

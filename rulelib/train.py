@@ -1,0 +1,489 @@
+"""The DDPM trainer: the paper's settings, fast on the device it runs on, resumable to the bit.
+
+Paper settings (paper.md section 4): AdamW at lr 3e-4 constant, batch 16, seed 0, fp32, epochs
+400 / 800 / 1600 / 1000 for tasks A-D; an EMA of the weights (decay 0.995, starting after 2000
+steps) is kept beside the raw weights, and samples come from the raw weights.
+
+Speed (what the loop does and why):
+- the whole training set lives on the device as one float tensor: 4000 images of 32x32x3 are
+  49 MB, so a DataLoader (worker processes, per-item collation) would only add overhead;
+- each epoch's order is a `torch.randperm` from a seeded generator on the device, and t and eps
+  are drawn from the same generator, so a checkpoint of that generator's state resumes exactly;
+- AdamW is `fused` on CUDA and `foreach` elsewhere (one kernel per group instead of per tensor);
+  the EMA update is one `torch._foreach_lerp_`;
+- bf16 autocast and torch.compile are options, on by default only on CUDA (see benchmarks/train.py
+  for the CPU measurements behind the defaults);
+- the loss is accumulated on the device; the host reads it (a synchronisation) only every
+  `log_every` steps, for the progress bar and the NaN check.
+
+Checkpoints: every `ckpt_every` epochs (and at the end) a folder `checkpoints/epoch_XXXXXX/` with
+`model.safetensors` (raw weights), `ema.safetensors`, `state.pt` (optimizer, RNG states of torch CPU,
+CUDA, numpy and the data generator, epoch, step, a hash of the training data) and `config.json`. The
+folder is written under a temporary name and renamed into place (atomic), then the pointer file
+`checkpoints/latest` is replaced atomically. Every checkpoint is kept: the training-length sweep
+evaluates them all. Nothing written is overwritten: a run folder is only ever continued.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from rulelib import unet
+from rulelib.diffusion import Schedule, images_to_tensor
+
+# Epochs of the paper per task (paper.md section 2; the same numbers as RuleTask.paper_epochs).
+PAPER_EPOCHS = {"A": 400, "B": 800, "C": 1600, "D": 1000}
+
+# Keys that may change between a run and its resumption: they do not change what is computed
+# (epochs only extends the run; the rest are logging, placement and kernel choices).
+RESUME_FREE_KEYS = frozenset(
+    {"epochs", "device", "compile", "bf16", "channels_last", "ckpt_every", "log_every",
+     "sample_weights"}
+)  # fmt: skip
+
+_CKPT_RE = re.compile(r"^epoch_(\d{6})$")
+_CKPT_FILES = ("model.safetensors", "ema.safetensors", "state.pt", "config.json")
+
+
+class TrainingError(RuntimeError):
+    """Training stopped for a reason named in the message (NaN loss, out of memory)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or belongs to a different configuration or dataset."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run. Defaults are the paper's (section 4)."""
+
+    task: str = "A"
+    preset: str = "paper"
+    epochs: int | None = None  # None: the paper's epochs for `task`
+    batch_size: int = 16
+    lr: float = 3e-4
+    weight_decay: float = 0.01  # torch's AdamW default, which the paper's code kept
+    seed: int = 0
+    ema_decay: float = 0.995
+    ema_start: int = 2000  # steps; before it the EMA copies the raw weights
+    ckpt_every: int = 50  # epochs
+    T: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    device: str = "auto"  # "auto": cuda if available, else cpu
+    bf16: bool | None = None  # None: on only on CUDA
+    compile: bool | None = None  # None: on only on CUDA
+    channels_last: bool | None = None  # None: on only on CUDA
+    log_every: int = 50  # steps between host reads of the loss
+    sample_weights: str = "raw"  # which weights sampling uses by default: "raw" (paper) or "ema"
+
+    def __post_init__(self):
+        if self.epochs is None:
+            if self.task not in PAPER_EPOCHS:
+                raise ValueError(
+                    f"task {self.task!r} has no paper epochs ({sorted(PAPER_EPOCHS)}); "
+                    "give epochs explicitly"
+                )
+            self.epochs = PAPER_EPOCHS[self.task]
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad value."""
+        for key in ("epochs", "batch_size", "ckpt_every", "log_every", "T"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{key} must be a positive integer, got {v!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if self.ema_start < 0:
+            raise ValueError(f"ema_start must be >= 0 steps, got {self.ema_start!r}")
+        if self.preset not in unet.PRESETS:
+            raise ValueError(
+                f"unknown preset {self.preset!r}; expected one of {sorted(unet.PRESETS)}"
+            )
+        if self.sample_weights not in ("raw", "ema"):
+            raise ValueError(f"sample_weights must be 'raw' or 'ema', got {self.sample_weights!r}")
+        resolve_device(self.device)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys {unknown}; expected some of {sorted(names)}")
+        return cls(**d)
+
+    def schedule(self) -> Schedule:
+        return Schedule(self.T, self.beta_start, self.beta_end)
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else must be a valid torch device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda', ...") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint files
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; these are ordinary results
+    os.replace(tmp, path)
+
+
+def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors wants contiguous CPU tensors; channels_last weights are made contiguous here.
+    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+
+
+def _data_hash(images: np.ndarray) -> str:
+    h = hashlib.sha256(str(images.shape).encode())
+    h.update(np.ascontiguousarray(images).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _rng_state(gen: torch.Generator) -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch_cpu": torch.get_rng_state(),
+        "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "numpy_gauss": [int(np_state[3]), float(np_state[4])],
+        "data_generator": gen.get_state(),
+    }
+
+
+def _set_rng_state(state: dict, gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch_cpu"])
+    if torch.cuda.is_available() and state["torch_cuda"]:
+        torch.cuda.set_rng_state_all(state["torch_cuda"])
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    has_gauss, gauss = state["numpy_gauss"]
+    np.random.set_state(("MT19937", keys, state["numpy_pos"], has_gauss, gauss))
+    gen.set_state(state["data_generator"])
+
+
+def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
+    """[(epoch, checkpoint folder)] of every complete checkpoint of a run, oldest first."""
+    ckdir = Path(run_dir) / "checkpoints"
+    if not ckdir.is_dir():
+        return []
+    out = []
+    for p in ckdir.iterdir():
+        m = _CKPT_RE.match(p.name)
+        if m and p.is_dir() and all((p / f).exists() for f in _CKPT_FILES):
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def _save_checkpoint(run_dir: Path, cfg: TrainConfig, model, ema, opt, gen, epoch, step, extra):
+    ckdir = run_dir / "checkpoints"
+    ckdir.mkdir(parents=True, exist_ok=True)
+    final = ckdir / f"epoch_{epoch:06d}"
+    if final.exists():
+        raise CheckpointError(f"refusing to overwrite existing checkpoint {final}")
+    tmp = Path(tempfile.mkdtemp(dir=ckdir, prefix=f".tmp-{final.name}-"))
+    meta = {"epoch": str(epoch), "step": str(step), "preset": cfg.preset}
+    save_file(_cpu_state(model), tmp / "model.safetensors", metadata=meta)
+    save_file(_cpu_state(ema), tmp / "ema.safetensors", metadata=meta)
+    torch.save(
+        {"optimizer": opt.state_dict(), "rng": _rng_state(gen), "epoch": epoch, "step": step,
+         **extra},
+        tmp / "state.pt",
+    )  # fmt: skip
+    (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    for f in tmp.iterdir():
+        os.chmod(f, 0o644)
+    os.chmod(tmp, 0o755)  # mkdtemp creates 0700
+    os.replace(tmp, final)  # atomic: the folder appears complete or not at all
+    _atomic_write_text(ckdir / "latest", final.name + "\n")
+    return final
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not path.exists():
+        raise CheckpointError(f"missing checkpoint file {path}")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"corrupt checkpoint file {path} ({e}); delete its folder to fall back to the "
+            "previous checkpoint"
+        ) from e
+
+
+def _load_state(path: Path) -> dict:
+    if not path.exists():
+        raise CheckpointError(f"missing checkpoint file {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises many types on truncated or garbled files
+        raise CheckpointError(
+            f"corrupt checkpoint file {path} ({type(e).__name__}: {e}); delete its folder to "
+            "fall back to the previous checkpoint"
+        ) from e
+
+
+def _resolve_checkpoint(run_dir_or_ckpt) -> Path:
+    p = Path(run_dir_or_ckpt)
+    if (p / "model.safetensors").exists() or _CKPT_RE.match(p.name):
+        if not p.is_dir():
+            raise CheckpointError(f"missing checkpoint folder {p}")
+        return p
+    if not p.exists():
+        raise CheckpointError(f"missing run folder or checkpoint {p}")
+    ckpts = list_checkpoints(p)
+    if not ckpts:
+        raise CheckpointError(f"no checkpoint in {p / 'checkpoints'}")
+    return ckpts[-1][1]
+
+
+def load_model(run_dir_or_ckpt, *, weights: str = "raw", device="cpu"):
+    """Load a trained denoiser: (model in eval mode, TrainConfig, epoch).
+
+    run_dir_or_ckpt: a run folder (its newest checkpoint is used) or one checkpoint folder.
+    weights: "raw" (the paper's choice for sampling) or "ema".
+    """
+    if weights not in ("raw", "ema"):
+        raise ValueError(f"weights must be 'raw' or 'ema', got {weights!r}")
+    ck = _resolve_checkpoint(run_dir_or_ckpt)
+    cfg_path = ck / "config.json"
+    if not cfg_path.exists():
+        raise CheckpointError(f"missing checkpoint file {cfg_path}")
+    try:
+        cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"corrupt checkpoint file {cfg_path} ({e})") from e
+    model = unet.build(cfg.preset)
+    model.load_state_dict(_load_weights(ck / f"{'model' if weights == 'raw' else 'ema'}.safetensors"))
+    m = _CKPT_RE.match(ck.name)
+    epoch = int(m.group(1)) if m else int(_load_state(ck / "state.pt")["epoch"])
+    return model.to(device).eval(), cfg, epoch
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def _check_config(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
+    """Refuse to mix runs: an existing run folder must have been made by a config that differs
+    from `cfg` only in RESUME_FREE_KEYS, and is only continued when resume=True."""
+    path = run_dir / "config.json"
+    has_ckpt = bool(list_checkpoints(run_dir))
+    if not path.exists():
+        if has_ckpt:
+            raise CheckpointError(f"{run_dir} has checkpoints but no config.json; refusing to resume")
+        return
+    if not resume and has_ckpt:
+        raise CheckpointError(
+            f"{run_dir} already holds a trained run; pass resume=True to continue it or choose "
+            "another output folder (nothing is overwritten)"
+        )
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"corrupt {path} ({e})") from e
+    new = cfg.to_dict()
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    strict = [k for k in diff if k not in RESUME_FREE_KEYS]
+    if strict:
+        pairs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in strict)
+        raise CheckpointError(
+            f"{run_dir} was trained with a different config ({pairs}); refusing to resume. "
+            "Use another output folder or the original settings."
+        )
+
+
+def train(
+    cfg: TrainConfig,
+    images_uint8: np.ndarray,
+    out_dir,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    time_limit_s: float | None = None,
+) -> dict:
+    """Train a denoiser on uint8 images (N, 32, 32, 3) into `out_dir`; returns a summary dict.
+
+    resume: continue from the newest checkpoint in out_dir/checkpoints (after checking the config
+    and the data); with resume=False an existing trained run is an error, never overwritten.
+    time_limit_s: stop (with a checkpoint) after the first epoch that ends past this many seconds,
+    so that a run can be spread over time-limited sessions; the summary then has finished=False.
+    """
+    cfg.validate()
+    images_uint8 = np.asarray(images_uint8)
+    if images_uint8.dtype != np.uint8 or images_uint8.ndim != 4 or len(images_uint8) == 0:
+        raise ValueError(
+            f"images must be a non-empty uint8 array (N, H, W, C), got dtype "
+            f"{images_uint8.dtype}, shape {images_uint8.shape}"
+        )
+    run_dir = Path(out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_config(run_dir, cfg, resume)
+    _atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
+
+    device = resolve_device(cfg.device)
+    on_cuda = device.type == "cuda"
+    bf16 = on_cuda if cfg.bf16 is None else cfg.bf16
+    use_compile = on_cuda if cfg.compile is None else cfg.compile
+    channels_last = on_cuda if cfg.channels_last is None else cfg.channels_last
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    data_hash = _data_hash(images_uint8)
+
+    torch.manual_seed(cfg.seed)  # the initial weights
+    model = unet.build(cfg.preset).to(device, memory_format=fmt)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    params = [p for p in model.parameters()]
+    ema_params = [p for p in ema.parameters()]
+    opt = torch.optim.AdamW(
+        params, lr=cfg.lr, weight_decay=cfg.weight_decay, **({"fused": True} if on_cuda else
+                                                            {"foreach": True})
+    )  # fmt: skip
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)  # data order, t and eps
+    schedule = cfg.schedule().to(device)
+    data = images_to_tensor(images_uint8, device).contiguous(memory_format=fmt)
+    n = data.shape[0]
+    steps_per_epoch = -(-n // cfg.batch_size)
+
+    epoch, step = 0, 0
+    ckpts = list_checkpoints(run_dir) if resume else []
+    if ckpts:
+        ck = ckpts[-1][1]
+        state = _load_state(ck / "state.pt")
+        if state.get("data_hash") != data_hash:
+            raise CheckpointError(
+                f"{ck} was trained on different data (hash {state.get('data_hash')} != "
+                f"{data_hash}); refusing to resume"
+            )
+        model.load_state_dict(_load_weights(ck / "model.safetensors"))
+        ema.load_state_dict(_load_weights(ck / "ema.safetensors"))
+        opt.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"], gen)
+        epoch, step = int(state["epoch"]), int(state["step"])
+
+    fwd = torch.compile(model) if use_compile else model
+    model.train()
+    summary = {
+        "run_dir": str(run_dir), "preset": cfg.preset, "params": unet.n_params(model),
+        "device": str(device), "bf16": bf16, "compile": use_compile,
+        "channels_last": channels_last, "start_epoch": epoch, "start_step": step,
+    }  # fmt: skip
+    if epoch >= cfg.epochs:
+        return {**summary, "epochs": epoch, "steps": step, "finished": True, "loss": None,
+                "images_per_s": None, "seconds": 0.0}  # fmt: skip
+
+    bar = tqdm(
+        total=cfg.epochs * steps_per_epoch, initial=step, disable=not progress, unit="step",
+        desc=f"train {cfg.task} {cfg.preset}",
+    )  # fmt: skip
+    loss_sum = torch.zeros((), device=device)  # accumulated on the device: no sync per step
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    logged_loss, n_logged, t_log, seen = float("nan"), 0, time.perf_counter(), 0
+    t_start, seen_total = time.perf_counter(), 0
+    finished = True
+
+    def check_finite():
+        bad = int(first_bad)  # host read: only at log points and epoch ends
+        if bad >= 0:
+            raise TrainingError(
+                f"loss became NaN/inf at step {bad} (epoch {bad // steps_per_epoch + 1}); "
+                f"training stopped, the last checkpoint is kept. Lower lr (now {cfg.lr}) "
+                f"or turn off bf16 (now {bf16})."
+            )
+
+    try:
+        while epoch < cfg.epochs:
+            perm = torch.randperm(n, device=device, generator=gen)  # the epoch's data order
+            for i in range(0, n, cfg.batch_size):
+                x0 = data[perm[i : i + cfg.batch_size]]
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = schedule.loss(fwd, x0, gen)  # Ho et al. eq. 14
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                # EMA: copy the raw weights until ema_start steps, then ema <- ema + (1 - d)(w - ema)
+                if step < cfg.ema_start:
+                    torch._foreach_copy_(ema_params, params)
+                else:
+                    torch._foreach_lerp_(ema_params, params, 1.0 - cfg.ema_decay)
+                ld = loss.detach()
+                first_bad = torch.where(
+                    (first_bad < 0) & ~torch.isfinite(ld), torch.full_like(first_bad, step), first_bad
+                )
+                loss_sum += ld
+                step += 1
+                seen += x0.shape[0]
+                n_logged += 1
+                bar.update(1)
+                if step % cfg.log_every == 0:
+                    check_finite()
+                    logged_loss = float(loss_sum) / n_logged
+                    now = time.perf_counter()
+                    bar.set_postfix(loss=f"{logged_loss:.4f}", img_s=f"{seen / (now - t_log):.0f}")
+                    seen_total += seen
+                    loss_sum.zero_()
+                    n_logged, seen, t_log = 0, 0, now
+            epoch += 1
+            check_finite()
+            out_of_time = time_limit_s is not None and time.perf_counter() - t_start > time_limit_s
+            if epoch % cfg.ckpt_every == 0 or epoch == cfg.epochs or out_of_time:
+                _save_checkpoint(
+                    run_dir, cfg, model, ema, opt, gen, epoch, step, {"data_hash": data_hash}
+                )
+            if out_of_time and epoch < cfg.epochs:
+                finished = False
+                break
+    except torch.OutOfMemoryError as e:
+        raise TrainingError(
+            f"out of memory on {device} at batch size {cfg.batch_size} ({cfg.preset} preset); "
+            "lower batch_size (or turn on bf16 on CUDA). The last checkpoint is kept."
+        ) from e
+    finally:
+        bar.close()
+    if n_logged:
+        logged_loss = float(loss_sum) / n_logged
+    seconds = time.perf_counter() - t_start
+    seen_total += seen
+    return {
+        **summary, "epochs": epoch, "steps": step, "finished": finished, "loss": logged_loss,
+        "seconds": seconds, "images_per_s": seen_total / seconds if seconds > 0 else None,
+    }  # fmt: skip
+
+
+def remove_partial(run_dir) -> None:
+    """Delete temporary checkpoint folders left by a killed run (never complete checkpoints)."""
+    for p in (Path(run_dir) / "checkpoints").glob(".tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)

@@ -1,0 +1,199 @@
+"""The command line, profiles and reports: a smoke `reproduce` end to end, resuming, scoring images
+made elsewhere (npz and PNG folder), and clear errors on bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rulelib import cli, metrics, profiles, report, tasks
+from rulelib import train as trainer
+from rulelib.sample import load_samples
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke reproduction of Task A (the profile CI uses), shared by the tests below."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("run")
+    entries = cli.reproduce(["A"], "smoke", out, device="cpu", progress=False, quiet=True)
+    return out, entries
+
+
+def test_reproduce_writes_every_result(smoke_run):
+    out, entries = smoke_run
+    a = out / "A"
+    for name in ("config.json", "profile.json", "samples.npz", "metrics.json", "report.md"):
+        assert (a / name).is_file(), name
+    for name in ("scatter.png", "samples.png", "sweep.png"):
+        assert (a / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name  # real PNG files
+    smoke = profiles.get("smoke")
+    # every planned checkpoint exists; the last one is at the profile's epochs
+    epochs = [e for e, _ in trainer.list_checkpoints(a)]
+    assert epochs[-1] == smoke.epochs_for("A") and len(epochs) == smoke.ckpt_count
+    images, meta = load_samples(a / "samples.npz")
+    n = smoke.sampling("A").n
+    assert images.shape == (n, 32, 32, 3) and images.dtype == np.uint8
+    assert meta["epoch"] == epochs[-1] and meta["method"] == smoke.sampling_method
+
+    m = json.loads((a / "metrics.json").read_text())
+    assert m["profile"] == "smoke" and m["task"] == "A" and m["epoch"] == epochs[-1]
+    assert m["generated"]["n"] == n and m["command"] and m["machine"]["cpu_count"] >= 1
+    # the training images of the profile conform to the rule (our measurement is exact)
+    assert m["train"]["n"] == smoke.train_size_for("A")
+    assert m["train"]["conforming_pct"]["value"] >= 99.0
+    assert m == json.loads(json.dumps(entries["A"]))  # what reproduce returned is what it wrote
+
+    rows = (a / "sweep.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,n,") and len(rows) == 1 + len(epochs)
+    assert [int(r.split(",")[0]) for r in rows[1:]] == epochs
+
+    text = (out / "report.md").read_text()
+    assert "| metric | A ours | A paper |" in text and "75.53" in text  # paper's number beside ours
+    assert "smoke" in text and "What this profile can and cannot show" in text
+
+
+def test_rerun_resumes_without_redoing_work(smoke_run):
+    out, _ = smoke_run
+    a = out / "A"
+    ckpts = trainer.list_checkpoints(a)
+    stamps = {p: p.stat().st_mtime_ns for _, p in ckpts}
+    samples_stamp = (a / "samples.npz").stat().st_mtime_ns
+    cli.reproduce(["A"], "smoke", out, device="cpu", progress=False, quiet=True)
+    assert {p: p.stat().st_mtime_ns for _, p in trainer.list_checkpoints(a)} == stamps
+    assert (a / "samples.npz").stat().st_mtime_ns == samples_stamp
+
+
+def test_interrupted_training_continues_to_the_same_weights(smoke_run, tmp_path):
+    """A run killed before its last checkpoint resumes from the one before, ends bit-identical."""
+    from safetensors.torch import load_file
+
+    out, _ = smoke_run
+    (last_epoch, last), (prev_epoch, prev) = trainer.list_checkpoints(out / "A")[::-1][:2]
+    # A copy of the run as it stood at the previous checkpoint: no last checkpoint, no samples.
+    copy = tmp_path / "A"
+    (copy / "checkpoints").mkdir(parents=True)
+    for name in ("config.json", "profile.json"):
+        (copy / name).write_bytes((out / "A" / name).read_bytes())
+    dst = copy / "checkpoints" / prev.name
+    dst.mkdir()
+    for f in prev.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    kw = dict(device="cpu", progress=False, quiet=True)
+    smoke = profiles.get("smoke")
+    early = cli.stage_sample("A", smoke, tmp_path, **kw)  # samples of the earlier checkpoint
+    epoch = cli.stage_train("A", smoke, tmp_path, **kw)
+    assert epoch == last_epoch > prev_epoch
+    resumed = load_file(trainer.list_checkpoints(copy)[-1][1] / "model.safetensors")
+    original = load_file(last / "model.safetensors")
+    assert all(torch.equal(resumed[k], original[k]) for k in original)
+    # sampling again moves the earlier checkpoint's samples aside and gives the run's own samples
+    again = cli.stage_sample("A", smoke, tmp_path, **kw)
+    assert np.array_equal(again, load_samples(out / "A" / "samples.npz")[0])
+    kept, meta = load_samples(copy / f"samples_epoch{prev_epoch:05d}.npz")
+    assert np.array_equal(kept, early) and meta["epoch"] == prev_epoch
+
+
+def test_time_limit_stops_with_a_checkpoint_and_the_same_call_continues(tmp_path):
+    smoke = profiles.get("smoke")
+    kw = dict(device="cpu", progress=False, quiet=True)
+    assert cli.stage_train("D", smoke, tmp_path, time_limit_s=1e-6, **kw) == 1  # one epoch
+    assert [e for e, _ in trainer.list_checkpoints(tmp_path / "D")] == [1]
+    assert cli.stage_train("D", smoke, tmp_path, **kw) == smoke.epochs_for("D") == 2
+
+
+def test_rerun_with_another_profile_is_refused(smoke_run):
+    out, _ = smoke_run
+    with pytest.raises(ValueError, match="profile 'smoke' seed 0"):
+        cli.stage_train("A", profiles.get("quick"), out, device="cpu", progress=False, quiet=True)
+    with pytest.raises(ValueError, match="seed 0"):
+        cli.stage_train("A", profiles.get("smoke"), out, seed=1, progress=False, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    """200 rendered Task C images and their directly computed rule report."""
+    task = tasks.get("C")
+    images, _ = task.sample(200, seed=3)
+    feats, ok = task.measure(images)
+    return images, metrics.rule_report(task, feats, ok, n_boot=200, seed=0)
+
+
+def _scored(path):
+    return json.loads((path / "metrics.json").read_text())["generated"]
+
+
+def test_evaluate_images_from_npz_and_png_folder(rendered, tmp_path):
+    from PIL import Image
+
+    images, direct = rendered
+    np.savez_compressed(tmp_path / "imgs.npz", images=images)
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(pngs / f"{i:04d}.png")
+    for src, dst in ((tmp_path / "imgs.npz", "e_npz"), (pngs, "e_png")):
+        argv = ["evaluate", "--task", "C", "--images", str(src), "--out", str(tmp_path / dst)]
+        assert cli.main([*argv, "--n-boot", "200", "--quiet"]) == 0
+        assert _scored(tmp_path / dst) == direct  # the same numbers as measuring them in memory
+    # rendered images are training images: they follow the rule (the training metrics)
+    assert direct["measurable_rate"]["value"] == 1.0
+    assert direct["conforming_pct"]["value"] >= 99.0 and direct["bias"]["value"] < 0.02
+    assert (tmp_path / "e_png" / "scatter.png").exists()
+
+
+def test_load_images_accepts_float_and_channels_first(rendered, tmp_path):
+    images, _ = rendered
+    np.save(tmp_path / "f.npy", images.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    assert np.array_equal(cli.load_images(tmp_path / "f.npy"), images)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["reproduce", "--profile", "bogus", "--out", "{tmp}/o"],
+            "unknown profile 'bogus'; expected",
+        ),
+        (["train", "--task", "E", "--profile", "smoke", "--out", "{tmp}/o"], "unknown task 'E'"),
+        (["evaluate", "--task", "A", "--out", "{tmp}/nothing"], "not a run folder"),
+        (["sample", "--task", "A", "--profile", "smoke", "--out", "{tmp}"], "not a run folder"),
+        (["evaluate", "--task", "A", "--images", "{tmp}/missing.npz"], "does not exist"),
+        (["evaluate", "--task", "A", "--images", "{tmp}/bad.npz"], "expected images of shape"),
+        (["evaluate", "--task", "A", "B", "--images", "{tmp}/bad.npz"], "one task at a time"),
+    ],
+)
+def test_bad_input_is_a_clear_error(argv, message, tmp_path, capsys):
+    np.savez(tmp_path / "bad.npz", images=np.zeros((2, 16, 16, 3), np.uint8))
+    with pytest.raises(SystemExit) as e:
+        cli.main([a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--quiet"])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing written on bad input
+
+
+def test_profiles():
+    assert profiles.resolve("auto") == ("paper" if torch.cuda.is_available() else "quick")
+    with pytest.raises(ValueError, match=r"unknown profile 'fast'; expected one of \['smoke'"):
+        profiles.get("fast")
+    paper = profiles.get("paper")
+    for t, epochs in zip("ABCD", (400, 800, 1600, 1000)):
+        cfg = paper.train_config(t)
+        assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.preset) == (epochs, 3e-4, 16, "paper")
+        s = paper.sampling(t)
+        assert (s.method, s.steps, s.weights) == ("ddpm", None, "raw") and s.n >= 3000
+    quick = profiles.get("quick")
+    a, b = quick.train_config("A"), quick.train_config("B")
+    # the same image budget for every task: epochs scale inversely with the training-set size
+    assert a.epochs * tasks.get("A").train_size == b.epochs * tasks.get("B").train_size
+    assert quick.sampling("A").weights == "ema" == a.sample_weights
+    assert cli.parse_tasks(["c,a"]) == ["A", "C"] and cli.parse_tasks(["all"]) == list("ABCD")
+
+
+def test_report_writes_are_atomic_and_json_safe(tmp_path):
+    path = report.atomic_write_json(tmp_path / "x.json", {"a": np.float64("nan"), "b": np.int64(3)})
+    assert json.loads(path.read_text()) == {"a": None, "b": 3}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary file left behind
+    grid = report.image_grid(np.full((10, 32, 32, 3), 7, np.uint8), ncol=4)
+    assert grid.shape == (3 * 34 + 2, 4 * 34 + 2, 3) and (grid == 7).sum() == 10 * 32 * 32 * 3

@@ -1,0 +1,276 @@
+"""Tests of rulelib.metrics: closed forms, bootstrap, bad input, and the training-data targets.
+
+Most tests use a tiny fake task (rule_xy, coarse_ok, k) so that they test the metrics alone; the
+last ones render and measure the real tasks (issue 2 targets: rule-conforming >= 99.5 % and >= 99 %
+within +-5 % of the rule, on training images).
+"""
+
+import json
+import math
+
+import matplotlib
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from rulelib import metrics
+
+matplotlib.use("Agg")
+SQRT2 = math.sqrt(2)
+
+
+class LineTask:
+    """Minimal RuleTask stand-in: features x, y with the rule y = k x and the coarse rule y >= x."""
+
+    feature_names = ("x", "y")
+    x_label, y_label, title = "x", "y", "fake"
+
+    def __init__(self, k=SQRT2, name="C"):
+        self.k, self.name = k, name
+
+    def rule_xy(self, f):
+        return f["x"], f["y"]
+
+    def coarse_ok(self, f):
+        return f["y"] >= f["x"]
+
+
+def line_data(n, k=SQRT2, noise=0.0, seed=0, lo=0.05, hi=0.175):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(lo, hi, n)
+    y = k * x + rng.normal(0.0, noise, n) if noise else k * x
+    return {"x": x, "y": y}, np.ones(n, dtype=bool)
+
+
+def value(report, key):
+    return report[key]["value"]
+
+
+# -------------------------------------------------------------------------------------------------
+# Closed forms
+# -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [1.0, math.sqrt(2), 1.5])
+def test_exact_line_gives_rule_slope_zero_bias_and_r2_one(k):
+    task = LineTask(k)
+    feats, ok = line_data(2000, k=k)
+    rep = metrics.rule_report(task, feats, ok, n_boot=200)
+    assert value(rep, "slope") == pytest.approx(k, abs=1e-12)
+    assert value(rep, "intercept") == pytest.approx(0.0, abs=1e-12)
+    assert value(rep, "bias") == pytest.approx(0.0, abs=1e-11)
+    assert value(rep, "bias_k1") == pytest.approx(abs(k - 1), abs=1e-11)  # the paper's k = 1
+    assert value(rep, "r2") == pytest.approx(1.0, abs=1e-12)
+    assert value(rep, "resid_std") == pytest.approx(0.0, abs=1e-12)
+    for key in ("conforming_pct", "within_1pct", "within_5pct", "within_10pct"):
+        assert value(rep, key) == 100.0
+    assert value(rep, "measurable_rate") == 1.0 and value(rep, "coarse_rate") == 1.0
+
+
+def test_residual_std_matches_gaussian_noise_truncated_by_the_trim():
+    """y = k x + N(0, s^2): untrimmed residual std -> s; trimming residuals at their 2.5/97.5 %
+    percentiles keeps a normal truncated at +-z (z = 1.96): std s sqrt(1 - 2 z phi(z) / 0.95)."""
+    s, task = 0.01, LineTask()
+    feats, ok = line_data(40_000, noise=s, seed=1)
+    z = norm.ppf(0.975)
+    truncated = s * math.sqrt(1 - 2 * z * norm.pdf(z) / 0.95)  # = 0.871 s
+    rep = metrics.rule_report(task, feats, ok, n_boot=0)
+    assert value(rep, "resid_std") == pytest.approx(truncated, rel=0.02)
+    assert rep["n_fit"] == pytest.approx(0.95 * 40_000, abs=3)
+    untrimmed = metrics.fit_line(feats["x"], feats["y"], trim="none")
+    assert untrimmed["resid_std"] == pytest.approx(s, rel=0.02)
+    # slope within 4 standard errors of k: SE = s / (sd(x) sqrt(n)), sd(x) = 0.125 / sqrt(12)
+    se = s / (0.125 / math.sqrt(12) * math.sqrt(40_000))
+    assert abs(value(rep, "slope") - task.k) < 4 * se
+
+
+def test_conforming_and_within_shares_match_closed_forms():
+    """y = k x + d with k x uniform over many 0.05-bins: P(same bin) = 1 - d / 0.05.
+    y = k x (1 + e), e ~ U(-0.1, 0.1): P(|e| <= t) = t / 0.1, i.e. 10 %, 50 %, 100 %."""
+    task, n = LineTask(k=1.0), 200_000
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0.0, 1.0, n)
+    rep = metrics.rule_report(task, {"x": x, "y": x + 0.01}, np.ones(n, bool), n_boot=0)
+    assert value(rep, "conforming_pct") == pytest.approx(80.0, abs=0.5)
+    y = x * (1 + rng.uniform(-0.1, 0.1, n))
+    rep = metrics.rule_report(task, {"x": x, "y": y}, np.ones(n, bool), n_boot=0)
+    assert value(rep, "within_1pct") == pytest.approx(10.0, abs=0.3)
+    assert value(rep, "within_5pct") == pytest.approx(50.0, abs=0.5)
+    assert value(rep, "within_10pct") == 100.0
+
+
+def test_residual_trim_resists_outliers_that_bias_the_plain_fit():
+    task = LineTask()
+    feats, ok = line_data(4000, noise=0.002, seed=3)
+    feats["y"][:80] = 0.0  # 2 % gross outliers (e.g. a mis-measured object)
+    trimmed = metrics.fit_line(feats["x"], feats["y"])
+    plain = metrics.fit_line(feats["x"], feats["y"], trim="none")
+    assert abs(trimmed["slope"] - task.k) < 0.005 and trimmed["resid_std"] < 0.003
+    assert abs(plain["slope"] - task.k) > 0.02 and plain["resid_std"] > 0.01
+
+
+# -------------------------------------------------------------------------------------------------
+# Bootstrap
+# -------------------------------------------------------------------------------------------------
+
+
+def test_bootstrap_ci_covers_the_truth_about_95_percent_of_the_time():
+    """200 seeded data sets: the slope CI and the conforming-share CI each cover the true value
+    at close to the nominal 95 % (binomial sd 1.5 %, so [89 %, 99.5 %] is a > 4 sd band)."""
+    task, s, n, reps = LineTask(k=1.0), 0.02, 300, 200
+    rng = np.random.default_rng(4)
+    x_all = rng.uniform(0.0, 1.0, (reps, n))
+    # y = x + N(0, s^2): true slope 1; true conforming share = E over bin positions of
+    # P(same 0.05-bin) for a Gaussian offset, computed by Monte Carlo on 2e6 draws.
+    e = rng.normal(0, s, 2_000_000)
+    u = rng.uniform(0, 1, e.size)
+    p_conf = 100 * np.mean(np.floor(u / 0.05) == np.floor((u + e) / 0.05))
+    hits_slope = hits_conf = 0
+    for r in range(reps):
+        y = x_all[r] + rng.normal(0, s, n)
+        rep = metrics.rule_report(
+            task, {"x": x_all[r], "y": y}, np.ones(n, bool), n_boot=400, seed=r
+        )
+        lo, hi = rep["slope"]["ci"]
+        hits_slope += lo <= 1.0 <= hi
+        lo, hi = rep["conforming_pct"]["ci"]
+        hits_conf += lo <= p_conf <= hi
+    assert 0.89 <= hits_slope / reps <= 0.995
+    assert 0.89 <= hits_conf / reps <= 0.995
+
+
+def test_bootstrap_ci_shrinks_like_one_over_sqrt_n():
+    task = LineTask()
+    widths = {}
+    for n in (400, 6400):
+        feats, ok = line_data(n, noise=0.01, seed=5)
+        rep = metrics.rule_report(task, feats, ok, n_boot=500)
+        widths[n] = {k: np.diff(rep[k]["ci"])[0] for k in ("slope", "conforming_pct", "resid_std")}
+    for key in widths[400]:
+        assert 3.0 < widths[400][key] / widths[6400][key] < 5.5, key  # sqrt(16) = 4
+
+
+def test_report_is_seeded_json_and_counts_measurability():
+    task = LineTask()
+    feats, ok = line_data(1000, noise=0.01, seed=6)
+    ok[::4] = False
+    feats["y"][~ok] = np.nan  # unmeasurable images may carry NaN features
+    a = metrics.rule_report(task, feats, ok, n_boot=300, seed=1)
+    b = metrics.rule_report(task, feats, ok, n_boot=300, seed=1)
+    c = metrics.rule_report(task, feats, ok, n_boot=300, seed=2)
+    assert a == b and a["slope"]["ci"] != c["slope"]["ci"]
+    assert value(a, "measurable_rate") == 0.75 and a["n_measurable"] == 750
+    lo, hi = a["measurable_rate"]["ci"]  # binomial sd = sqrt(.75 * .25 / 1000) = 0.0137
+    assert lo < 0.75 < hi and 0.03 < hi - lo < 0.08
+    json.dumps(a, allow_nan=False)
+    assert set(metrics.METRICS) <= set(a)
+
+
+def test_nothing_measurable_gives_undefined_metrics_not_an_error():
+    feats, _ = line_data(50)
+    rep = metrics.rule_report(LineTask(), feats, np.zeros(50, bool), n_boot=100)
+    assert value(rep, "measurable_rate") == 0.0
+    assert all(rep[k] == {"value": None, "ci": None} for k in metrics.METRICS[1:])
+    json.dumps(rep, allow_nan=False)
+    assert "–" in metrics.format_table({"C": rep})
+
+
+# -------------------------------------------------------------------------------------------------
+# Bad input
+# -------------------------------------------------------------------------------------------------
+
+
+def test_bad_input_raises_clear_value_errors():
+    task = LineTask()
+    feats, ok = line_data(10)
+    with pytest.raises(ValueError, match="different lengths"):
+        metrics.rule_report(task, {"x": feats["x"], "y": feats["y"][:9]}, ok)
+    with pytest.raises(ValueError, match="ok has length 9"):
+        metrics.rule_report(task, feats, ok[:9])
+    with pytest.raises(ValueError, match="empty"):
+        metrics.rule_report(task, {"x": np.array([]), "y": np.array([])}, np.array([], bool))
+    with pytest.raises(ValueError, match="lack"):
+        metrics.rule_report(task, {"x": feats["x"]}, ok)
+    bad = {"x": feats["x"].copy(), "y": feats["y"]}
+    bad["x"][3] = np.nan
+    with pytest.raises(ValueError, match="'x' has 1 non-finite"):
+        metrics.rule_report(task, bad, ok)
+    with pytest.raises(ValueError, match="dtype bool"):
+        metrics.rule_report(task, feats, ok.astype(int))
+    with pytest.raises(ValueError, match="trim must be one of"):
+        metrics.rule_report(task, feats, ok, trim="x")
+    with pytest.raises(ValueError, match="n_boot"):
+        metrics.rule_report(task, feats, ok, n_boot=-1)
+    with pytest.raises(ValueError, match="kind"):
+        metrics.format_table({"C": {}}, kind="test")
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.fit_line([0.0, np.nan], [1.0, 2.0])
+
+
+# -------------------------------------------------------------------------------------------------
+# Table and figure
+# -------------------------------------------------------------------------------------------------
+
+
+def test_format_table_sets_ours_beside_the_papers_numbers():
+    reports = {}
+    for name in "ABCD":
+        feats, ok = line_data(500, noise=0.01, seed=7)
+        reports[name] = metrics.rule_report(LineTask(name=name), feats, ok, n_boot=100)
+    gen = metrics.format_table(reports).splitlines()
+    assert gen[0].count("ours") == 4 and gen[0].count("paper") == 4
+    assert len(gen) == 2 + len(metrics.METRICS) + 1
+    assert all(line.count("|") == 10 for line in gen)
+    conf = next(line for line in gen if line.startswith("| rule-conforming"))
+    assert all(v in conf for v in ("75.53", "80.99", "49.27", "69.67"))
+    train = metrics.format_table(reports, kind="train", ci=False)
+    assert all(v in train for v in ("95.02", "97.22", "99.51", "98.63"))
+    assert "≈0.209" in "\n".join(gen)  # approximate paper numbers are marked
+
+
+def test_paper_numbers_use_report_keys():
+    keys = set(metrics.METRICS) | {"n"}
+    for task, kinds in metrics.PAPER.items():
+        assert task in "ABCD" and set(kinds) <= {"train", "generated"}
+        for numbers in kinds.values():
+            assert set(numbers) <= keys
+
+
+def test_scatter_plot_draws_train_blue_generated_red_rule_and_fits():
+    task = LineTask()
+    train, _ = line_data(500, seed=8)
+    gen, gen_ok = line_data(400, noise=0.01, seed=9)
+    gen_ok[:100] = False
+    ax = metrics.scatter_plot(task, train, gen, gen_ok=gen_ok)
+    colours = [tuple(c.get_facecolor()[0][:3]) for c in ax.collections]
+    assert colours == [matplotlib.colors.to_rgb("tab:blue"), matplotlib.colors.to_rgb("tab:red")]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("generated (n=300)" in t for t in labels)
+    assert any(t.startswith("train fit: 1.414x") and "R²=1.000" in t for t in labels)
+    assert any("rule y = 1.41x" in t for t in labels)
+    matplotlib.pyplot.close("all")
+
+
+# -------------------------------------------------------------------------------------------------
+# The real tasks: training images, rendered and measured
+# -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["A", "B", "C", "D"])
+def test_training_images_conform_to_the_rule(name):
+    """Issue 2 target: on rendered training images measured by task.measure, rule-conforming
+    >= 99.5 % (the paper's own measurement: 95.02, 97.22, 99.51, 98.63) and >= 99 % within +-5 %."""
+    from rulelib import tasks
+
+    task = tasks.get(name)
+    images, truth = task.sample(2000, seed=123)
+    features, ok = task.measure(images)
+    rep = metrics.rule_report(task, features, ok, n_boot=200)
+    assert value(rep, "measurable_rate") >= 0.99  # measurability itself is tested in test_measure
+    assert value(rep, "coarse_rate") == 1.0
+    assert value(rep, "conforming_pct") >= 99.5
+    assert value(rep, "within_5pct") >= 99.0
+    assert value(rep, "bias") < 0.01 and value(rep, "r2") > 0.99
+    # and the metrics of the truth itself are the exact rule
+    exact = metrics.rule_report(task, truth, np.ones(len(images), bool), n_boot=0)
+    assert value(exact, "within_1pct") == 100.0 and value(exact, "bias") < 1e-9

@@ -1,0 +1,149 @@
+"""Samplers: closed-form checks with oracle denoisers, DDIM/DDPM agreement, seeding, resumption."""
+
+import numpy as np
+import pytest
+import torch
+
+from rulelib import unet
+from rulelib.diffusion import Schedule, images_to_tensor
+from rulelib.sample import ddim_step, ddim_timesteps, ddpm_step, load_samples, sample
+
+S = Schedule()
+M, SD = 0.1, 0.3  # the Gaussian "dataset": every pixel i.i.d. N(M, SD^2)
+
+
+def gaussian_oracle(x, t):
+    # Exact E[eps | x_t] for x_0 ~ N(M, SD^2): x_t ~ N(sqrt(ab) M, ab SD^2 + 1 - ab) and
+    # eps is Gaussian-correlated with x_t: E[eps | x_t] = sqrt(1 - ab)(x_t - sqrt(ab) M) / Var x_t.
+    ab = S.alpha_bars[t].view(-1, 1, 1, 1)
+    return (1 - ab).sqrt() * (x - ab.sqrt() * M) / (ab * SD**2 + 1 - ab)
+
+
+def single_image_oracle(x_star):
+    def eps(x, t):
+        a = S.sqrt_alpha_bars[t].view(-1, 1, 1, 1)
+        s = S.sqrt_one_minus_alpha_bars[t].view(-1, 1, 1, 1)
+        return (x - a * x_star) / s
+
+    return eps
+
+
+def test_ddpm_and_ddim_recover_a_single_training_image_exactly():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    eps = single_image_oracle(images_to_tensor(img))
+    for method, steps in [("ddpm", None), ("ddim", 20)]:
+        out = sample(None, S, 16, seed=1, method=method, steps=steps, eps_fn=eps, progress=False)
+        assert out.shape == (16, 32, 32, 3) and out.dtype == np.uint8
+        assert np.abs(out.astype(int) - img.astype(int)).max() <= 1, method
+
+
+def test_ddpm_samples_the_gaussian_law_and_ddim_T_eta1_agrees():
+    # 32 images x 3072 pixels: the standard error of the std estimate is about 0.0007.
+    kw = dict(seed=0, eps_fn=gaussian_oracle, progress=False, batch_size=32)
+    ddpm = images_to_tensor(sample(None, S, 32, method="ddpm", **kw))
+    ddim = images_to_tensor(sample(None, S, 32, method="ddim", steps=S.T, eta=1.0, **kw))
+    for x in (ddpm, ddim):
+        assert abs(x.mean().item() - M) < 0.005
+        assert abs(x.std().item() - SD) < 0.006
+
+
+def test_ddim_T_steps_eta1_is_ddpm_with_posterior_variance_pathwise():
+    # Song et al. section 4.1: eta = 1 on the full sequence is DDPM with sigma_t^2 = beta-tilde_t.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 8, 8, generator=g)
+    y = x.clone()
+    for t in range(S.T - 1, -1, -1):
+        tt = torch.full((4,), t)
+        z = torch.randn(x.shape, generator=g)
+        x = ddpm_step(S, x, t, gaussian_oracle(x, tt), noise=z, variance="beta_tilde")
+        y = ddim_step(S, y, t, t - 1, gaussian_oracle(y, tt), eta=1.0, noise=z)
+    torch.testing.assert_close(x, y, atol=1e-4, rtol=0)
+
+
+def test_ddpm_step_adds_no_noise_at_t0_and_beta_noise_before():
+    x = torch.zeros(20_000)
+    eps = torch.zeros(20_000)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(ddpm_step(S, x, 0, eps, g), x)
+    std = ddpm_step(S, x, 500, eps, g).std().item()
+    assert abs(std - float(S.betas_f64[500]) ** 0.5) < 0.01 * std + 1e-4
+
+
+def test_ddim_timesteps():
+    assert ddim_timesteps(1000, 1000) == list(range(999, -1, -1))
+    ts = ddim_timesteps(1000, 50)
+    assert len(ts) == 50 and ts[0] == 999 and ts[-1] == 0 and ts == sorted(ts, reverse=True)
+    with pytest.raises(ValueError, match="DDIM steps"):
+        ddim_timesteps(1000, 0)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return unet.build("tiny").eval()
+
+
+SHORT = Schedule(T=30)  # a short chain keeps the network tests fast
+
+
+def test_same_seed_same_images_for_any_batch_size(tiny):
+    kw = dict(seed=3, method="ddpm", progress=False)
+    a = sample(tiny, SHORT, 40, batch_size=16, **kw)
+    b = sample(tiny, SHORT, 40, batch_size=48, **kw)
+    c = sample(tiny, SHORT, 40, batch_size=16, **kw)
+    np.testing.assert_array_equal(a, c)  # bitwise on the same batch size
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert (a != b).mean() < 1e-3
+    d = sample(tiny, SHORT, 40, batch_size=16, seed=4, method="ddpm", progress=False)
+    assert (a != d).mean() > 0.5  # another seed, other images
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resumed_sampling_equals_uninterrupted(tiny, tmp_path):
+    kw = dict(seed=5, method="ddim", steps=10, eta=0.5, batch_size=16, progress=False)
+    full = sample(tiny, SHORT, 40, **kw)
+    out = tmp_path / "samples.npz"
+    calls = {"n": 0}
+
+    def dying(x, t):  # dies in the middle of the second batch
+        calls["n"] += 1
+        if calls["n"] == 15:
+            raise Interrupt
+        return tiny(x, t)
+
+    with pytest.raises(Interrupt):
+        sample(tiny, SHORT, 40, eps_fn=dying, out_path=out, **kw)
+    parts = tmp_path / "samples.parts"
+    assert sorted(p.name for p in parts.glob("chunk_*.npy")) == ["chunk_000000.npy"]
+    calls["n"] = 0
+
+    def counting(x, t):
+        calls["n"] += 1
+        return tiny(x, t)
+
+    resumed = sample(tiny, SHORT, 40, eps_fn=counting, out_path=out, **kw)
+    assert calls["n"] == 20  # only the two unfinished chunks (one batch each) were sampled
+    np.testing.assert_array_equal(resumed, full)
+    assert out.exists() and not parts.exists()
+    images, settings = load_samples(out)
+    np.testing.assert_array_equal(images, full)
+    assert settings["seed"] == 5 and settings["steps"] == 10
+    # A finished file is returned as is, and never silently replaced by other settings.
+    np.testing.assert_array_equal(sample(tiny, SHORT, 40, out_path=out, **kw), full)
+    with pytest.raises(ValueError, match=r"different settings.*seed"):
+        sample(tiny, SHORT, 40, out_path=out, **{**kw, "seed": 6})
+
+
+def test_bad_sampler_input(tiny):
+    with pytest.raises(ValueError, match="method"):
+        sample(tiny, SHORT, 4, seed=0, method="euler", progress=False)
+    with pytest.raises(ValueError, match="DDPM runs all T=30 steps"):
+        sample(tiny, SHORT, 4, seed=0, method="ddpm", steps=10, progress=False)
+    with pytest.raises(ValueError, match="batch_size must be at least noise_chunk=16"):
+        sample(tiny, SHORT, 4, seed=0, batch_size=8, progress=False)
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        sample(tiny, SHORT, 0, seed=0, progress=False)
