@@ -216,7 +216,7 @@ class EqualAreas(tasks.RuleTask):
             "color1": render.sample_colors("yellow", n, rng),
             "color2": render.sample_colors("blue", n, rng),
         }
-        p["h2"], p["clipped"] = self._scaled(w1 * h1 / w2, scale, p)
+        p["h2"], p["clipped"] = self.scale_dependent(w1 * h1 / w2, scale, p)
         p["x1"] = rng.uniform(0.02, 0.48 - w1)  # rect 1 in the left half
         p["x2"] = rng.uniform(0.52, 0.98 - w2)  # rect 2 in the right half
         p["y1"] = rng.uniform(0.02, 0.98 - h1)

@@ -188,7 +188,7 @@ display(
 # %%
 swept = [t for t in entries if (RUN / t / "sweep.csv").exists()]
 if swept:
-    fig, axes = plt.subplots(len(swept), 4, figsize=(14, 2.8 * len(swept)), squeeze=False)
+    fig, axes = plt.subplots(len(swept), 5, figsize=(17, 2.8 * len(swept)), squeeze=False)
     for row, t in zip(axes, swept):
         with open(RUN / t / "sweep.csv") as f:
             rows = [

@@ -342,7 +342,8 @@ def train_classifier(
     if len(labels) != len(images):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     device = torch.device(cfg.device)
-    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    # All random numbers drawn on the device from one seeded generator: no host round trips.
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # parameter initialisation
     model = build(cfg.arch, **cfg.arch_kwargs).to(device)
     x_all = to_tensor(images, device)
@@ -363,16 +364,16 @@ def train_classifier(
     bar = tqdm(range(cfg.epochs), desc=f"{task}/{cfg.arch}", disable=not progress, leave=False)
     for _ in bar:
         model.train()
-        perm = tr_t[torch.randperm(len(tr_t), generator=gen).to(device)]
+        perm = tr_t[torch.randperm(len(tr_t), generator=gen, device=device)]
         total, count = torch.zeros((), device=device), 0
         for i in range(0, len(perm), cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
             if len(idx) < 2 and i > 0:  # BatchNorm cannot train on one image
                 continue
             x0, y = x_all[idx], y_all[idx]
-            eps = torch.randn(x0.shape, generator=gen).to(device)
+            eps = torch.randn(x0.shape, generator=gen, device=device)
             if noisy:
-                t = torch.randint(0, T, (len(idx),), generator=gen).to(device)
+                t = torch.randint(0, T, (len(idx),), generator=gen, device=device)
                 a = abar[t].view(-1, 1, 1, 1)
                 logits = model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t)
             else:
@@ -431,16 +432,17 @@ def logits_of(
     """
     device = device or next(model.parameters()).device
     model.eval()
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
     abar = (alpha_bars if alpha_bars is not None else linear_alpha_bars()).to(device)
     out = []
     for i in range(0, len(images), batch_size):
         x = to_tensor(images[i : i + batch_size], device)
         if is_noisy(model):
             if t == "uniform":
-                tt = torch.randint(0, len(abar), (len(x),), generator=gen).to(device)
+                tt = torch.randint(0, len(abar), (len(x),), generator=gen, device=device)
                 a = abar[tt].view(-1, 1, 1, 1)
-                x = a.sqrt() * x + (1 - a).sqrt() * torch.randn(x.shape, generator=gen).to(device)
+                noise = torch.randn(x.shape, generator=gen, device=device)
+                x = a.sqrt() * x + (1 - a).sqrt() * noise
             else:
                 tt = torch.full((len(x),), int(t), device=device, dtype=torch.long)
             out.append(model(x, tt).float().cpu())

@@ -437,6 +437,7 @@ def stage_sweep(task_name, out, *, device="cpu", progress=True, quiet=False):
         entry = report.read_json(mfile)
         entry["files"] = sorted({*entry.get("files", []), "sweep.png"})
         entry["sweep"] = rows
+        entry["timings_s"] = {**entry.get("timings_s", {}), **_timings(tdir)}
         report.write_task_report(tdir, entry, limits=profile.limits)
     _say(f"[{task_name}] sweep over {len(rows)} checkpoints -> {tdir / 'sweep.csv'}", quiet)
     return rows

@@ -83,8 +83,8 @@ class Schedule:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """The simplified DSM objective L_simple (Ho et al. eq. 14):
-        E_{t ~ U{1..T}, eps ~ N(0, I)} || eps - eps_theta(sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, t) ||^2,
-        averaged over pixels (torch's mean-reduced MSE, as the paper's code).
+        E_{t ~ U{1..T}, eps ~ N(0, I)} || eps - eps_theta(sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, t) ||²
+        (ab = alpha-bar), averaged over pixels (torch's mean-reduced MSE, as the paper's code).
 
         Draws t and eps from `generator` (which must live on x0's device), so a seeded generator
         makes the loss reproducible. Returns a 0-d tensor; nothing here synchronises with the host.

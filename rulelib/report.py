@@ -251,14 +251,15 @@ def write_sweep_csv(rows: Sequence[Mapping], path) -> Path:
 
 
 def plot_sweep(rows: Sequence[Mapping], axes=None, title: str = ""):
-    """Rule metrics against training epoch with their 95 % CIs; returns the 4 axes (coarse rule,
-    rule-conforming, fit bias, residual std)."""
+    """Rule metrics against training epoch with their 95 % CIs; returns the 5 axes (measurable,
+    coarse rule, rule-conforming, fit bias, residual std)."""
     import matplotlib.pyplot as plt
 
     if axes is None:
-        _, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+        _, axes = plt.subplots(1, 5, figsize=(17, 3.2))
     epochs = np.array([r["epoch"] for r in rows], float)
     panels = (
+        ("measurable_rate", "measurable (%)", 100.0),
         ("coarse_rate", "coarse rule holds (%)", 100.0),
         ("conforming_pct", "rule-conforming (%)", 1.0),
         ("bias", "fit bias |slope-k|+|b|", 1.0),
@@ -274,6 +275,9 @@ def plot_sweep(rows: Sequence[Mapping], axes=None, title: str = ""):
         ax.fill_between(epochs, lo, hi, color="tab:red", alpha=0.2, lw=0)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
+        if epochs.size:  # the same epoch axis on every panel, also where a metric is undefined
+            pad = 0.05 * max(epochs.max() - epochs.min(), 1.0)
+            ax.set_xlim(epochs.min() - pad, epochs.max() + pad)
     if title:
         axes[0].figure.suptitle(title, fontsize=10)
     axes[0].figure.tight_layout()

@@ -32,9 +32,12 @@ Choices marked **ours** (paper.md leaves them open):
   has 1000 images per interval, and any n is balanced to within one image.
 * ``dependent_scale`` (contrastive data, paper.md section 5): multiplies the rule's dependent
   feature (A: shadow l2, B: h2, C: r2, D: l2) after the rule is applied, and then clips it so the
-  scene stays valid and the coarse rule still holds (bounds in each task's ``dependent_bounds``;
-  the lower bound is at least 2 px so the object keeps a fully covered pixel).  Clipped images are
-  flagged in ``truth["clipped"]`` (1.0) -- their rule ratio differs from the requested factor.
+  scene stays valid and the coarse rule still holds (bounds in each task's ``dependent_bounds``:
+  A's shadow and B's rectangle 2 at least 2 px, so they keep a fully covered pixel; B's
+  rectangle 2 at least 1 px shorter than rectangle 1; C's disk 2 and D's bottom square at least
+  5 % larger than disk 1 / the top square, so scale factors below about 0.74 (C) / 0.70 (D) are
+  clipped there).  Clipped images are flagged in ``truth["clipped"]`` (1.0): their rule ratio
+  differs from the requested factor.
 
 Defining a new rule task
 ------------------------
@@ -100,6 +103,7 @@ from rulelib import render
 W = float(render.SIZE)  # canvas side in pixels; features are lengths divided by W
 PX = 1.0 / W  # one pixel in units of W
 GAP = 1.0 / W  # white margin kept between distinct objects (ours)
+COARSE_MARGIN = 1.05  # under dependent_scale, C's disk 2 / D's bottom square stay >= 5 % larger
 
 
 def _check_n(n) -> int:
@@ -144,7 +148,11 @@ class RuleTask:
     def primitives(self, params: dict) -> list:
         raise NotImplementedError
 
-    def measure(self, images: np.ndarray) -> tuple[dict, np.ndarray]:
+    def measure(self, images: np.ndarray, reasons: dict | None = None) -> tuple[dict, np.ndarray]:
+        """Features (dict of (n,) arrays, NaN where not measurable) and ok (n,) bool.
+
+        ``reasons``: an optional dict that receives, per failed check, the images that failed it.
+        """
         raise NotImplementedError
 
     def rule_xy(self, features: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -319,8 +327,8 @@ class LightShadow(RuleTask):
             ),
         ]
 
-    def measure(self, images):
-        return _measure.measure_light_shadow(images)
+    def measure(self, images, reasons=None):
+        return _measure.measure_light_shadow(images, reasons)
 
     def rule_xy(self, f):
         return f["l1"] * f["h2"], f["l2"] * f["h1"]
@@ -370,8 +378,8 @@ class Perspective(RuleTask):
                         s * (0.5 + p["h2"] / 2), p["color2"], "rect2"),
         ]  # fmt: skip
 
-    def measure(self, images):
-        return _measure.measure_perspective(images)
+    def measure(self, images, reasons=None):
+        return _measure.measure_perspective(images, reasons)
 
     def rule_xy(self, f):
         return f["l1"] * f["h1"], f["l2"] * f["h2"]
@@ -427,7 +435,8 @@ class TwoCircles(RuleTask):
         return p
 
     def dependent_bounds(self, p):
-        return p["r1"] + PX, np.full_like(p["r1"], 0.3)  # disk 2 stays larger; both still fit
+        # disk 2 stays larger (by 5 %, so the coarse rule is visible) and both disks still fit
+        return COARSE_MARGIN * p["r1"], np.full_like(p["r1"], 0.3)
 
     def primitives(self, p):
         s = W
@@ -436,8 +445,8 @@ class TwoCircles(RuleTask):
             render.Disk(s * p["x2"], s * p["y2"], s * p["r2"], p["color2"], "disk2"),
         ]
 
-    def measure(self, images):
-        return _measure.measure_two_circles(images)
+    def measure(self, images, reasons=None):
+        return _measure.measure_two_circles(images, reasons)
 
     def rule_xy(self, f):
         return f["r1"], f["r2"]
@@ -477,7 +486,8 @@ class TwoSquares(RuleTask):
         return p
 
     def dependent_bounds(self, p):
-        return p["l1"] + PX, 1.0 - p["l1"] - 2 * GAP  # bottom stays larger; both fit, stacked
+        # the bottom square stays larger (by 5 %); both fit, stacked with their gap
+        return COARSE_MARGIN * p["l1"], 1.0 - p["l1"] - 2 * GAP
 
     def primitives(self, p):
         s = W
@@ -488,8 +498,8 @@ class TwoSquares(RuleTask):
                         s * (p["y2"] + p["l2"]), p["color2"], "bottom"),
         ]  # fmt: skip
 
-    def measure(self, images):
-        return _measure.measure_two_squares(images)
+    def measure(self, images, reasons=None):
+        return _measure.measure_two_squares(images, reasons)
 
     def rule_xy(self, f):
         return f["l1"], f["l2"]

@@ -9,9 +9,9 @@ Read top to bottom; each block is one step of notebook 01:
     4. denoisers  (1) the patch-local weight-shared two-layer network, trained by full-batch GD;
                   (2) the affine denoiser and its closed-form DSM optimum (the LMMSE estimator);
                   (3) the exact denoiser of the data (coupled) or of the product of its marginals
-    5. samplers   reverse SDE (ancestral) and probability-flow ODE (DDIM), final Tweedie step
-    6. metrics    rule error R = E(b_hat - f(a_hat))^2, its decomposition, ratio error, coarse trend,
-                  each with a bootstrap 95 % interval
+    5. samplers   reverse SDE (ancestral), probability-flow ODE (DDIM or Heun), final Tweedie step
+    6. metrics    rule error R = E(b_hat - f(a_hat))^2, its decomposition, ratio error, coarse
+                  trend, each with a bootstrap 95 % interval
 
 The symbolic derivations (sympy) live in `rulelib.theory_symbolic`, the contrastive classifier of
 issue 4 in `rulelib.theory_contrastive`; both are re-exported here so `rulelib.theory` is the one
@@ -63,7 +63,8 @@ class Rule:
         bad = set(self.params) - allowed
         if bad:
             raise ValueError(
-                f"rule {self.kind!r} got unknown parameters {sorted(bad)}; expected {sorted(allowed)}"
+                f"rule {self.kind!r} got unknown parameters {sorted(bad)}; "
+                f"expected {sorted(allowed)}"
             )
 
     def p(self, name: str, default: float) -> float:
@@ -91,7 +92,8 @@ class TwoPatchData:
 class TwoPatchModel:
     """x = [a*u + xi1 ; b*v + xi2] with orthonormal u, v in R^d and b = f(a)  (paper.md section 6).
 
-    a ~ U[a1, a2] (``law="uniform"``) or N(mean, std^2) with mean, std = a_range (``law="gaussian"``).
+    a ~ U[a1, a2] (``law="uniform"``) or N(mean, std^2) with (mean, std) = a_range
+    (``law="gaussian"``).
     xi_p is optional background noise of std ``sigma_xi`` per coordinate, restricted to the
     orthogonal complement of span(u, v) so that the features read back by projection are exact.
     ``basis_seed=None`` takes u = e1, v = e2; an integer draws a random orthonormal pair.
@@ -114,7 +116,9 @@ class TwoPatchModel:
         if law == "uniform" and not a1 < a2:
             raise ValueError(f"a_range={a_range!r} must satisfy a1 < a2 for a uniform law")
         if law == "gaussian" and a2 <= 0:
-            raise ValueError(f"a_range={a_range!r} is (mean, std) for a Gaussian law; std must be > 0")
+            raise ValueError(
+                f"a_range={a_range!r} is (mean, std) for a Gaussian law; std must be > 0"
+            )
         if not (sigma_xi >= 0 and math.isfinite(sigma_xi)):
             raise ValueError(f"sigma_xi={sigma_xi!r} must be a finite number >= 0")
         self.d, self.rule, self.a_range = d, rule or Rule("linear"), (a1, a2)
@@ -249,7 +253,9 @@ def dsm_loss(eps_fn: EpsFn, x0: torch.Tensor, t: float, noise: torch.Tensor) -> 
 
 def dsm_loss_integrated(eps_fn: EpsFn, x0: torch.Tensor, times, noise: torch.Tensor):
     """The DSM loss integrated over t: the mean of L(t_k) over the grid (noise[k] for time k)."""
-    return torch.stack([dsm_loss(eps_fn, x0, float(t), noise[k]) for k, t in enumerate(times)]).mean()
+    return torch.stack(
+        [dsm_loss(eps_fn, x0, float(t), noise[k]) for k, t in enumerate(times)]
+    ).mean()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,8 +273,8 @@ class PatchLocalConfig:
 
     parametrization "x0" (default): eps_W(x_t) = (x_t - s_t N_W(x_t)) / sigma_t with N_W the
     two-layer network, the usual skip connection of eps-predictors (its DSM loss is
-    (s_t/sigma_t)^2 ||N_W - x_0||^2, and GD uses the step lr * sigma_t^2 / s_t^2 per time, i.e. GD on
-    the x0 loss); "eps": eps_W = N_W, the bare formula of issue 5, which must represent
+    (s_t/sigma_t)^2 ||N_W - x_0||^2, and GD uses the step lr * sigma_t^2 / s_t^2 per time, i.e.
+    GD on the x0 loss); "eps": eps_W = N_W, the bare formula of issue 5, which must represent
     x_t / sigma_t in the noise-only directions and trains poorly at small t.  Both are patch-local
     and weight-shared, which is all the decoupling results use.
 
@@ -294,7 +300,9 @@ class PatchLocalConfig:
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation {self.activation!r} unknown; expected one of {ACTIVATIONS}")
+            raise ValueError(
+                f"activation {self.activation!r} unknown; expected one of {ACTIVATIONS}"
+            )
         if self.optimizer not in ("gd", "adam"):
             raise ValueError(f"optimizer {self.optimizer!r} unknown; expected 'gd' or 'adam'")
         if self.parametrization not in ("x0", "eps"):
@@ -323,7 +331,9 @@ class PatchLocalDenoiser(torch.nn.Module):
         self.cfg, self.times = cfg, np.asarray(times, dtype=np.float64)
         g = torch.Generator().manual_seed(cfg.seed)
         k = len(self.times)
-        self.W = torch.nn.Parameter(cfg.init_std * torch.randn(k, cfg.m, d, generator=g, dtype=DTYPE))
+        self.W = torch.nn.Parameter(
+            cfg.init_std * torch.randn(k, cfg.m, d, generator=g, dtype=DTYPE)
+        )
         self.c = torch.nn.Parameter(torch.zeros(k, cfg.m, dtype=DTYPE), requires_grad=cfg.bias)
         self.register_buffer("offset", torch.zeros(2, d, dtype=DTYPE))  # per-patch mean
         ss = np.array([s_sigma(t) for t in self.times])
@@ -344,7 +354,7 @@ class PatchLocalDenoiser(torch.nn.Module):
         out = torch.einsum("knm,kmd->knd", self.act(pre), self.W) / self.cfg.m
         out = out.reshape(xt.shape)
         if self.cfg.parametrization == "eps":
-            return out + s * self.offset / sig
+            return out  # centred data x_t - s mu has the same eps
         return (xt - s * (self.offset + out)) / sig
 
     def index(self, t: float) -> int:
@@ -359,12 +369,12 @@ class PatchLocalDenoiser(torch.nn.Module):
         s, sig = self.s[k], self.sig[k]
         out = self.act((xt - s * self.offset) @ self.W[k].T + self.c[k]) @ self.W[k] / self.cfg.m
         if self.cfg.parametrization == "eps":
-            return out + s * self.offset / sig
+            return out  # centred data x_t - s mu has the same eps
         return (xt - s * (self.offset + out)) / sig
 
 
 def patch_local_losses(net: PatchLocalDenoiser, x0: torch.Tensor, noise: torch.Tensor):
-    """Per-time DSM losses (K,) of the patch-local net, every time at once (noise (K, J, n, 2, d))."""
+    """Per-time DSM losses (K,) of the patch-local net, all times at once; noise (K, J, n, 2, d)."""
     shape = (-1,) + (1,) * (noise.dim() - 1)
     xt = net.s.view(shape) * x0 + net.sig.view(shape) * noise
     err = net.forward_all(xt) - noise
@@ -396,7 +406,9 @@ def train_patch_local(
         net.offset.copy_(data.x0.mean(0))
     params = [p for p in net.parameters() if p.requires_grad]
     # per-time step: lr for "eps"; lr * sigma^2/s^2 for "x0", i.e. plain GD on ||N_W - x_0||^2
-    lr_k = cfg.lr * (net.sig**2 / net.s**2 if cfg.parametrization == "x0" else torch.ones_like(net.s))
+    lr_k = cfg.lr * (
+        net.sig**2 / net.s**2 if cfg.parametrization == "x0" else torch.ones_like(net.s)
+    )
     opt = torch.optim.Adam(params, lr=cfg.lr) if cfg.optimizer == "adam" else None
     hist = {"step": [], "loss": [], "W": []}
     for step in range(cfg.steps + 1):
@@ -429,8 +441,8 @@ class GaussianDenoiser:
 
         A_t = sigma_t (s_t^2 Sigma + sigma_t^2 I)^{-1},   c_t = -A_t s_t mu       (LMMSE)
 
-    since Cov(eps, x_t) = sigma_t I and Cov(x_t) = s_t^2 Sigma + sigma_t^2 I.  It depends on the data
-    only through mean mu and covariance Sigma, and equals the exact denoiser of N(mu, Sigma): a
+    since Cov(eps, x_t) = sigma_t I and Cov(x_t) = s_t^2 Sigma + sigma_t^2 I.  It depends on the
+    data only through mean mu and covariance Sigma, and equals the exact denoiser of N(mu, Sigma): a
     sampler driven by it draws from N(mu, Sigma) as t_min -> 0.  Works on flattened inputs."""
 
     def __init__(self, mu: torch.Tensor, Sigma: torch.Tensor):
@@ -491,9 +503,9 @@ class ExactTwoPatchDenoiser:
     """eps*(x_t) = (x_t - s_t E[x_0 | x_t]) / sigma_t, i.e. -sigma_t * grad log p_t (Tweedie).
 
     E[x_0 | x_t] splits by coordinates: the background in the complement of span(u, v) is
-    N(0, sigma_xi^2) (posterior mean s sigma_xi^2 / (s^2 sigma_xi^2 + sigma^2) y); patch 1 has 0 along
-    v and patch 2 has 0 along u; the latents are read from y1 = <x_t^(1), u> = s a + sigma e and
-    y2 = <x_t^(2), v> = s b + sigma e'.  ``coupled=True``: the posterior over a uses both y1 and
+    N(0, sigma_xi^2) (posterior mean s sigma_xi^2 / (s^2 sigma_xi^2 + sigma^2) y); patch 1 has 0
+    along v and patch 2 has 0 along u; the latents are read from y1 = <x_t^(1), u> = s a + sigma e
+    and y2 = <x_t^(2), v> = s b + sigma e'.  ``coupled=True``: the posterior over a uses both y1 and
     y2 (b = f(a)), the "perfect model".  ``coupled=False``: a and b independent with the true
     marginals, the best any rule-blind (e.g. patch-local) model can do.  The integral over a is a
     midpoint quadrature (``n_grid`` nodes)."""
@@ -606,10 +618,13 @@ def rule_error(
 
     Keys: R, R_over_var_b (if ``var_b``, the variance of b in the training law, is given),
     var_b_hat, var_f_a_hat, bias2, cov (Cov(b_hat, f(a_hat))), corr (corr(a_hat, b_hat), whose
-    sign is the coarse trend), mean_ratio_error (E|b_hat/a_hat - gamma|, ratio rules only), n."""
+    sign is the coarse trend), mean_ratio_error (E|b_hat/a_hat - gamma|, ratio rules only), n,
+    and coarse_trend: +1 or -1 when the CI of corr excludes 0 (the sign of the trend), else 0."""
     a, b = _as_np(a_hat), _as_np(b_hat)
     if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
-        raise ValueError(f"a_hat and b_hat must be 1-D of equal length >= 2, got {a.shape}, {b.shape}")
+        raise ValueError(
+            f"a_hat and b_hat must be 1-D of equal length >= 2, got {a.shape}, {b.shape}"
+        )
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         raise ValueError("a_hat and b_hat must be finite (a sampler diverged?)")
     fa = np.asarray(rule(a), dtype=np.float64)
@@ -638,6 +653,8 @@ def rule_error(
         for k, v in point.items()
     }
     res["n"] = len(a)
+    lo, hi = res["corr"]["ci"]
+    res["coarse_trend"] = 1 if lo > 0 else (-1 if hi < 0 else 0)
     return res
 
 

@@ -35,9 +35,10 @@ def _model_cls():
 
 
 def contrastive_pairs(model, n: int, delta: float, sigma_xi: float = 1.0, seed: int = 0):
-    """(x_pos, x_neg), each (n, 2, d): x_pos = [a u ; f(a) v] + xi, x_neg = [a u ; (f(a) + delta) v] + xi'
-    with the same a and independent xi, xi' ~ N(0, sigma_xi^2 I).  Negatives have the dependent
-    feature too large by delta, the coarse rule kept (the contrastive class 2 of the paper)."""
+    """(x_pos, x_neg), each (n, 2, d): x_pos = [a u ; f(a) v] + xi and
+    x_neg = [a u ; (f(a) + delta) v] + xi', with the same a and independent xi, xi' ~
+    N(0, sigma_xi^2 I).  Negatives have the dependent feature too large by delta, the coarse
+    rule kept (the contrastive class 2 of the paper)."""
     DTYPE, _ = _model_cls()
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"number of pairs n={n!r} must be a positive integer")
@@ -67,7 +68,7 @@ def alignment_cos2(w: torch.Tensor, model) -> float:
 
 
 def alignment_law_value(n: int, d: int, delta: float, sigma_xi: float = 1.0) -> float:
-    """n SNR^2 / (n SNR^2 + 4) with SNR = |delta| / (sigma_xi sqrt d) (theory_symbolic.alignment_law)."""
+    """n SNR^2 / (n SNR^2 + 4), SNR = |delta| / (sigma_xi sqrt d); see theory_symbolic."""
     snr2 = delta**2 / (sigma_xi**2 * d)
     return n * snr2 / (n * snr2 + 4)
 

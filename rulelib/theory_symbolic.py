@@ -11,7 +11,7 @@ process x_t = s x_0 + sigma eps.
     blind_rule_error                             R = 2 Var f(a) (linear: gamma^2 Delta^2 / 6)
     ratio_mean_error                             E|b_hat/a_hat - gamma| for independent a_hat, b_hat
     affine_dsm_optimum                           A = sigma (s^2 Sigma + sigma^2 I)^-1, c = -A s mu
-    gaussian_rule_error                          R of the fitted Gaussian: 0 (linear), 7 c2^2 Delta^4/360
+    gaussian_rule_error                          R of the fitted Gaussian: 0, 7 c2^2 Delta^4/360
     fisher_gap_gaussian_linear                   the loss gap of the rule-blind score, <= 1
     alignment_law                                cos^2 ~ n SNR^2 / (n SNR^2 + 4)
 """
@@ -40,7 +40,7 @@ s, sig = sp.symbols("s sigma", positive=True)
 
 
 def _poly_activation(degree: int):
-    """sigma(z) = k1 z + ... + k_degree z^degree with symbolic coefficients (a general polynomial)."""
+    """sigma(z) = k1 z + ... + k_degree z^degree, symbolic coefficients (a general polynomial)."""
     if not isinstance(degree, int) or degree < 1:
         raise ValueError(f"activation degree={degree!r} must be a positive integer")
     ks = sp.symbols(f"k1:{degree + 1}", real=True)
@@ -92,7 +92,7 @@ def mixed_ab_monomials(expr, x=a, y=b) -> list:
 
 
 def gaussian_expectation(expr, noise) -> sp.Expr:
-    """E over independent standard normals ``noise``: each monomial e^k -> (k-1)!! (k even), 0 (odd)."""
+    """E over independent standard normals ``noise``: e^k -> (k-1)!! for k even, 0 for k odd."""
     poly = sp.Poly(sp.expand(expr), *noise)
     out = 0
     for powers, coeff in poly.terms():
@@ -104,8 +104,8 @@ def gaussian_expectation(expr, noise) -> sp.Expr:
 
 
 def marginal_moment_form(expr, x=a, y=b) -> sp.Expr:
-    """Replace x^i -> E[x^i] and y^j -> E[y^j] (symbols Ea_i, Eb_j): the expectation of an expression
-    with no mixed monomial over ANY joint law of (x, y); it involves the marginals only."""
+    """Replace x^i -> E[x^i] and y^j -> E[y^j] (symbols Ea^i, Eb^j): the expectation of an
+    expression with no mixed monomial over ANY joint law of (x, y): only the marginals enter."""
     if mixed_ab_monomials(expr, x, y):
         raise ValueError("expression has mixed monomials; its expectation depends on the joint law")
     poly = sp.Poly(sp.expand(expr), x, y)
@@ -127,7 +127,8 @@ def _uniform_mean(expr, var=a):
 def blind_rule_error(f=None) -> dict:
     """R of a rule-blind model with exact marginals: a_hat, b_hat independent, a_hat ~ U[a1, a2],
     b_hat ~ f(a), so R = E(b_hat - f(a_hat))^2 = 2 Var f(a).  Default f = gamma*a + c0, whose R
-    simplifies to gamma^2 Delta^2 / 6.  Returns {"R", "var_f", "R_Delta"} (R_Delta: a2 = a1 + Delta)."""
+    simplifies to gamma^2 Delta^2 / 6.
+    Returns {"R", "var_f", "R_Delta"} (R_Delta: R with a2 = a1 + Delta)."""
     gamma, c0 = sp.symbols("gamma c0", real=True)
     f = gamma * a + c0 if f is None else f
     mean_f = _uniform_mean(f)
@@ -153,8 +154,8 @@ def ratio_mean_error() -> dict:
 
 
 def affine_dsm_optimum(dim: int = 2) -> dict:
-    """Minimise the population DSM loss of eps(x_t) = A x_t + c for x_0 with mean mu, covariance Sigma
-    (symbolic dim x dim, symmetric):  L = E||A (s x0 + sigma eps) + c - eps||^2
+    """Minimise the population DSM loss of eps(x_t) = A x_t + c for x_0 with mean mu and
+    covariance Sigma (symbolic dim x dim, symmetric):  L = E||A (s x0 + sigma eps) + c - eps||^2
         = tr(A (s^2 (Sigma + mu mu^T) + sigma^2 I) A^T) + 2 s c^T A mu + |c|^2 - 2 sigma tr A + dim.
     Solving grad L = 0 gives A, c; returns them with the claimed closed form and their difference
     (zero matrices): A = sigma (s^2 Sigma + sigma^2 I)^-1, c = -s A mu."""
@@ -186,9 +187,9 @@ def gaussian_rule_error(kind: str = "quadratic") -> dict:
     of (a, f(a)), a ~ U[a1, a2].  Write a = m + z, z ~ U[-Delta/2, Delta/2]; the Gaussian has
     a_hat = m + z_hat, z_hat ~ N(0, V), V = Delta^2/12, and b_hat = E b + beta z_hat + eta,
     beta = Cov(a, b)/V, eta ~ N(0, Var b - beta^2 V) independent.  Then R = E(b_hat - f(a_hat))^2
-    with Gaussian moments.  kind "linear" (f = c0 + c1 a): R = 0, the linear rule is learned exactly;
-    "quadratic" (f = c0 + c1 a + c2 a^2): R = 7 c2^2 Delta^4 / 360.  Also returns the correlation
-    of (a_hat, b_hat), equal to that of (a, b): the coarse trend is exact."""
+    with Gaussian moments.  kind "linear" (f = c0 + c1 a): R = 0, the linear rule is learned
+    exactly; "quadratic" (f = c0 + c1 a + c2 a^2): R = 7 c2^2 Delta^4 / 360.  Also returns the
+    correlation of (a_hat, b_hat), equal to that of (a, b): the coarse trend is exact."""
     if kind not in ("linear", "quadratic"):
         raise ValueError(f"kind={kind!r} must be 'linear' or 'quadratic'")
     c0, c1, c2, m = sp.symbols("c0 c1 c2 m", real=True)
@@ -204,9 +205,16 @@ def gaussian_rule_error(kind: str = "quadratic") -> dict:
     resid = sp.expand(Eb + beta * zh + eta - fz.subs(z, zh))
     # E over z_hat ~ N(0, V) and eta ~ N(0, var_eta), independent: scale standard normals
     g1, g2 = sp.symbols("g1 g2", real=True)
-    R = gaussian_expectation(resid.subs({zh: sp.sqrt(V) * g1, eta: sp.sqrt(var_eta) * g2}) ** 2, (g1, g2))
+    R = gaussian_expectation(
+        resid.subs({zh: sp.sqrt(V) * g1, eta: sp.sqrt(var_eta) * g2}) ** 2, (g1, g2)
+    )
     corr_data = beta * sp.sqrt(V) / sp.sqrt(var_b)
-    return {"R": sp.factor(sp.simplify(R)), "var_b": var_b, "beta": beta, "corr": sp.simplify(corr_data)}
+    return {
+        "R": sp.factor(sp.simplify(R)),
+        "var_b": var_b,
+        "beta": beta,
+        "corr": sp.simplify(corr_data),
+    }
 
 
 def fisher_gap_gaussian_linear() -> dict:
@@ -218,7 +226,7 @@ def fisher_gap_gaussian_linear() -> dict:
     loss of a denoiser exceeds the optimum by E||eps_hat - eps*||^2 = sigma^2 E||grad log q - grad
     log p||^2 (a Fisher divergence), which for Gaussians is
         gap = sigma^2 tr((C^-1 - D^-1)^2 C) = sigma^2 (1/p + 1/q) rho^2 / (1 - rho^2).
-    Returns {"gap" (in s, sigma, V, gamma), "gap_A" (in A = s^2 V, with sigma^2 = 1 - s^2 left free),
+    Returns {"gap" (in s, sigma, V, gamma), "gap_A" (in A = s^2 V; sigma left free),
     "limit_t0" (sigma -> 0: 1), "one_minus_gap" (factored; numerator and denominator have
     only positive terms, so gap <= 1), "optimal_loss_per_dim" (background dim of variance
     sigma_xi^2: s^2 sigma_xi^2 / (s^2 sigma_xi^2 + sigma^2), so the total loss grows like d)}."""

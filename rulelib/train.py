@@ -17,8 +17,9 @@ Speed (what the loop does and why):
   `log_every` steps, for the progress bar and the NaN check.
 
 Checkpoints: every `ckpt_every` epochs (and at the end) a folder `checkpoints/epoch_XXXXXX/` with
-`model.safetensors` (raw weights), `ema.safetensors`, `state.pt` (optimizer, RNG states of torch CPU,
-CUDA, numpy and the data generator, epoch, step, a hash of the training data) and `config.json`. The
+`model.safetensors` (raw weights), `ema.safetensors`, `state.pt` (optimizer, RNG states of torch
+CPU, CUDA, numpy and the data generator, epoch, step, a hash of the training data) and
+`config.json`. The
 folder is written under a temporary name and renamed into place (atomic), then the pointer file
 `checkpoints/latest` is replaced atomically. Every checkpoint is kept: the training-length sweep
 evaluates them all. Nothing written is overwritten: a run folder is only ever continued.
@@ -59,6 +60,10 @@ RESUME_FREE_KEYS = frozenset(
 
 _CKPT_RE = re.compile(r"^epoch_(\d{6})$")
 _CKPT_FILES = ("model.safetensors", "ema.safetensors", "state.pt", "config.json")
+
+
+# torch.OutOfMemoryError appeared in torch 2.5; before it CUDA raised torch.cuda.OutOfMemoryError.
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 class TrainingError(RuntimeError):
@@ -131,7 +136,9 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"unknown TrainConfig keys {unknown}; expected some of {sorted(names)}")
+            raise ValueError(
+                f"unknown TrainConfig keys {unknown}; expected some of {sorted(names)}"
+            )
         return cls(**d)
 
     def schedule(self) -> Schedule:
@@ -175,7 +182,7 @@ def _data_hash(images: np.ndarray) -> str:
 
 
 def _rng_state(gen: torch.Generator) -> dict:
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002 (the global state users seed)
     return {
         "torch_cpu": torch.get_rng_state(),
         "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -192,7 +199,8 @@ def _set_rng_state(state: dict, gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["torch_cuda"])
     keys = state["numpy_keys"].numpy().astype(np.uint32)
     has_gauss, gauss = state["numpy_gauss"]
-    np.random.set_state(("MT19937", keys, state["numpy_pos"], has_gauss, gauss))
+    np_state = ("MT19937", keys, state["numpy_pos"], has_gauss, gauss)
+    np.random.set_state(np_state)  # noqa: NPY002
     gen.set_state(state["data_generator"])
 
 
@@ -288,7 +296,9 @@ def load_model(run_dir_or_ckpt, *, weights: str = "raw", device="cpu"):
     except json.JSONDecodeError as e:
         raise CheckpointError(f"corrupt checkpoint file {cfg_path} ({e})") from e
     model = unet.build(cfg.preset)
-    model.load_state_dict(_load_weights(ck / f"{'model' if weights == 'raw' else 'ema'}.safetensors"))
+    model.load_state_dict(
+        _load_weights(ck / f"{'model' if weights == 'raw' else 'ema'}.safetensors")
+    )
     m = _CKPT_RE.match(ck.name)
     epoch = int(m.group(1)) if m else int(_load_state(ck / "state.pt")["epoch"])
     return model.to(device).eval(), cfg, epoch
@@ -305,7 +315,9 @@ def _check_config(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
     has_ckpt = bool(list_checkpoints(run_dir))
     if not path.exists():
         if has_ckpt:
-            raise CheckpointError(f"{run_dir} has checkpoints but no config.json; refusing to resume")
+            raise CheckpointError(
+                f"{run_dir} has checkpoints but no config.json; refusing to resume"
+            )
         return
     if not resume and has_ckpt:
         raise CheckpointError(
@@ -353,7 +365,6 @@ def train(
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_config(run_dir, cfg, resume)
-    _atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
 
     device = resolve_device(cfg.device)
     on_cuda = device.type == "cuda"
@@ -394,6 +405,9 @@ def train(
         _set_rng_state(state["rng"], gen)
         epoch, step = int(state["epoch"]), int(state["step"])
 
+    # Written only now that every check has passed; it may differ from the old one only in
+    # RESUME_FREE_KEYS (e.g. a longer run). Each checkpoint keeps its own copy.
+    _atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
     fwd = torch.compile(model) if use_compile else model
     model.train()
     summary = {
@@ -413,6 +427,9 @@ def train(
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     logged_loss, n_logged, t_log, seen = float("nan"), 0, time.perf_counter(), 0
     t_start, seen_total = time.perf_counter(), 0
+    # Steady-state speed: from the first log point (after warm-up and any compilation) to the
+    # end of the last epoch's steps (before its checkpoint is written).
+    t_steady, t_end, seen_steady = None, None, 0
     finished = True
 
     def check_finite():
@@ -434,30 +451,37 @@ def train(
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                # EMA: copy the raw weights until ema_start steps, then ema <- ema + (1 - d)(w - ema)
+                # EMA: copy the raw weights until ema_start steps, then
+                # ema <- ema + (1 - decay)(w - ema)
                 if step < cfg.ema_start:
                     torch._foreach_copy_(ema_params, params)
                 else:
                     torch._foreach_lerp_(ema_params, params, 1.0 - cfg.ema_decay)
                 ld = loss.detach()
                 first_bad = torch.where(
-                    (first_bad < 0) & ~torch.isfinite(ld), torch.full_like(first_bad, step), first_bad
+                    (first_bad < 0) & ~torch.isfinite(ld),
+                    torch.full_like(first_bad, step),
+                    first_bad,
                 )
                 loss_sum += ld
                 step += 1
                 seen += x0.shape[0]
                 n_logged += 1
                 bar.update(1)
+                if t_steady is not None:
+                    seen_steady += x0.shape[0]
                 if step % cfg.log_every == 0:
                     check_finite()
                     logged_loss = float(loss_sum) / n_logged
                     now = time.perf_counter()
+                    t_steady = now if t_steady is None else t_steady
                     bar.set_postfix(loss=f"{logged_loss:.4f}", img_s=f"{seen / (now - t_log):.0f}")
                     seen_total += seen
                     loss_sum.zero_()
                     n_logged, seen, t_log = 0, 0, now
             epoch += 1
             check_finite()
+            t_end = time.perf_counter()
             out_of_time = time_limit_s is not None and time.perf_counter() - t_start > time_limit_s
             if epoch % cfg.ckpt_every == 0 or epoch == cfg.epochs or out_of_time:
                 _save_checkpoint(
@@ -466,7 +490,7 @@ def train(
             if out_of_time and epoch < cfg.epochs:
                 finished = False
                 break
-    except torch.OutOfMemoryError as e:
+    except _OOM as e:
         raise TrainingError(
             f"out of memory on {device} at batch size {cfg.batch_size} ({cfg.preset} preset); "
             "lower batch_size (or turn on bf16 on CUDA). The last checkpoint is kept."
@@ -480,6 +504,8 @@ def train(
     return {
         **summary, "epochs": epoch, "steps": step, "finished": finished, "loss": logged_loss,
         "seconds": seconds, "images_per_s": seen_total / seconds if seconds > 0 else None,
+        "images_per_s_steady": seen_steady / (t_end - t_steady)
+        if t_steady is not None and seen_steady and t_end > t_steady else None,
     }  # fmt: skip
 
 

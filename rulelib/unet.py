@@ -16,7 +16,7 @@ Presets (`build(name)`):
   blocks add the time embedding between the two convs of a residual block, so it is written here.
 - "small": diffusers' `UNet2DModel`, channels 32-48-64, one ResNet block per level, attention at
   the lowest level (8^2) and in the mid block, about 0.95 M parameters: the CPU preset.
-- "tiny": diffusers' `UNet2DModel`, channels 16-32, for unit tests only (about 0.1 M).
+- "tiny": diffusers' `UNet2DModel`, channels 16-32, for unit tests only (about 0.18 M).
 """
 
 from __future__ import annotations
@@ -116,7 +116,9 @@ class SelfAttention(nn.Module):
         b, c, h, w = x.shape
         s = x.flatten(2).transpose(1, 2)  # (B, HW, C)
         q, k, v = self.qkv(self.ln(s)).chunk(3, dim=-1)
-        q, k, v = (z.reshape(b, h * w, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
+        q, k, v = (
+            z.reshape(b, h * w, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v)
+        )
         a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)
         s = s + self.proj(a)
         s = s + self.ff(s)

@@ -165,3 +165,45 @@ def test_bad_images():
         C.to_tensor(np.zeros((2, 32, 32, 3), np.float32))
     with pytest.raises(ValueError, match="RGB"):
         C.to_tensor(np.zeros((2, 32, 32, 4), np.uint8))
+
+
+def test_mitigation_run_filters_a_run_folder(tmp_path):
+    """reproduce --mitigation on a task folder with samples but no model: contrastive data, the
+    three classifiers (smoke size), filtering with before/after reports, files; guidance skipped.
+    A rerun reuses the saved classifiers (same accuracies, no retraining)."""
+    from rulelib import mitigation
+
+    task = tasks.get("D")
+    gen, _, _ = CD.make_contrastive(task, 60, seed=9)  # stand-in "generated" images, measurable
+    tdir = tmp_path / "D"
+    tdir.mkdir()
+    np.savez_compressed(tdir / "samples.npz", images=gen)
+    out = mitigation.run("D", tdir, "smoke", device="cpu", quiet=True)
+    mdir = tdir / "mitigation"
+    for f in ("mitigation.json", "mitigation.md", "contrastive.png", "filter.png"):
+        assert (mdir / f).exists(), f
+    assert set(out["accuracy"]) == set(C.PIXEL_ARCHS) and "guidance" not in out
+    for rep in out["filter"].values():
+        assert rep["n"] == 60 and rep["before"]["n_measurable"] >= 57
+        assert 0 <= rep["kept"] <= 60
+    again = mitigation.run("D", tdir, "smoke", device="cpu", quiet=True)
+    assert again["accuracy"] == out["accuracy"]
+    with pytest.raises(ValueError, match="no mitigation settings for profile 'huge'"):
+        mitigation.run("D", tdir, "huge")
+
+
+def test_cli_subcommands_refuse_bad_input(tmp_path, capsys):
+    from rulelib import cli
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["guide", "--task", "D", "--scale", "7", "--schedule", "last_k"])
+    assert args.scale == 7.0 and args.schedule == "last_k" and not hasattr(args, "profile")
+    for bad, msg in (("-1", "finite number >= 0"), ("inf", "finite number >= 0")):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["guide", "--task", "D", "--out", str(tmp_path), "--scale", bad])
+        assert e.value.code == 2 and msg in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(
+            ["guide", "--task", "D", "--out", str(tmp_path), "--scale", "1", "--schedule", "x"]
+        )
+    assert "unknown guidance schedule 'x'" in capsys.readouterr().err

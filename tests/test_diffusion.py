@@ -23,7 +23,9 @@ def test_schedule_matches_diffusers_ddpm_scheduler():
     x0 = torch.rand(8, 3, 32, 32, generator=g) * 2 - 1
     noise = torch.randn(8, 3, 32, 32, generator=g)
     t = torch.tensor([0, 1, 10, 100, 500, 900, 998, 999])
-    torch.testing.assert_close(s.q_sample(x0, t, noise), ref.add_noise(x0, noise, t), atol=2e-5, rtol=0)
+    torch.testing.assert_close(
+        s.q_sample(x0, t, noise), ref.add_noise(x0, noise, t), atol=2e-5, rtol=0
+    )
 
 
 def test_q_sample_moments_match_eq4():
@@ -39,8 +41,9 @@ def test_q_sample_moments_match_eq4():
 
 
 def test_loss_is_zero_for_the_oracle_of_a_single_image():
-    # For data = one image x*, eps is recoverable exactly: eps = (x_t - sqrt(ab_t) x*) / sqrt(1 - ab_t),
-    # so L_simple (Ho et al. eq. 14) of that oracle is 0 and of a zero predictor about 1.
+    # For data = one image x*, eps is recoverable exactly:
+    # eps = (x_t - sqrt(ab_t) x*) / sqrt(1 - ab_t), so L_simple (Ho et al. eq. 14) of that
+    # oracle is 0 and of a zero predictor about 1.
     s = Schedule()
     x_star = torch.rand(1, 3, 32, 32) * 2 - 1
 

@@ -1,0 +1,222 @@
+"""Speed of the trainer and the samplers; prints figures (never asserted by tests).
+
+    python benchmarks/train.py                       # CPU: small preset, batch 16 and 128
+    python benchmarks/train.py --preset paper        # GPU: the paper's network
+    python benchmarks/train.py --variants            # also each CPU lever on its own
+    python benchmarks/train.py --run runs/x/A        # + DDIM-50 vs DDPM rule metrics of a run
+
+Training: images per second of `rulelib.train.train` against the loop a user would write from
+diffusers' `train_unconditional.py` example on the same network: a torch DataLoader (shuffle) over
+a TensorDataset of the same images, `DDPMScheduler.add_noise`, fp32, AdamW with its defaults,
+`zero_grad()`, and the example's per-step `loss.item()` for the progress bar. Both loops are
+timed over the same number of steps after warm-up steps, alternately, `--repeats` times; the
+median is printed.
+
+Sampling: images per second of one DDPM step at the sampling batch size, timed over `--sample-steps`
+steps and scaled to the 1000 steps of DDPM ancestral and the 50 of DDIM-50 (every step costs one
+network call and an elementwise update).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def reference_loop(preset, images, batch_size, steps, warmup, device, seed=0):
+    """The diffusers-example training loop; returns images/s over `steps` timed steps."""
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from rulelib import unet
+    from rulelib.diffusion import images_to_tensor
+
+    torch.manual_seed(seed)
+    model = unet.build(preset).to(device).train()
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=2e-2)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    data = TensorDataset(images_to_tensor(images))  # on the host, like an image folder's tensors
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True)
+    done, t0 = 0, None
+    while True:
+        for (clean,) in loader:
+            if done == warmup:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+            clean = clean.to(device)
+            noise = torch.randn(clean.shape, device=device)
+            t = torch.randint(0, 1000, (clean.shape[0],), device=device)
+            noisy = scheduler.add_noise(clean, noise, t)
+            loss = F.mse_loss(model(noisy, t), noise)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            loss.item()  # the example logs the loss every step
+            done += 1
+            if done == warmup + steps:
+                return steps * batch_size / (time.perf_counter() - t0)
+
+
+def ours(preset, images, batch_size, steps, warmup, device, **over):
+    """rulelib.train.train for warmup + steps steps; images/s over the last `steps`."""
+    from rulelib.train import TrainConfig, train
+
+    n = batch_size * (warmup + steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        # One epoch of warmup + steps steps; the trainer's steady-state rate counts from its
+        # first log point (log_every = warmup) to the end of the steps, before the checkpoint.
+        cfg = TrainConfig(task="A", preset=preset, epochs=1, batch_size=batch_size,
+                          log_every=warmup, device=str(device), **over)  # fmt: skip
+        s = train(cfg, images[:n], Path(tmp), progress=False)
+    return s["images_per_s_steady"], s
+
+
+def sampling_rate(preset, device, batch_size, steps, bf16=False):
+    """images/s of one network call + DDPM update at batch_size, over `steps` steps."""
+    from rulelib import unet
+    from rulelib.diffusion import Schedule
+    from rulelib.sample import sample
+
+    torch.manual_seed(0)
+    model = unet.build(preset).to(device).eval()
+    s = Schedule().to(device)
+    sample(
+        model,
+        s,
+        batch_size,
+        seed=0,
+        method="ddim",
+        steps=2,
+        batch_size=batch_size,
+        device=device,
+        progress=False,
+        bf16=bf16,
+    )  # fmt: skip  (warm-up)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    sample(model, s, batch_size, seed=0, method="ddim", steps=steps, batch_size=batch_size,
+           device=device, progress=False, bf16=bf16)  # fmt: skip
+    per_step = (time.perf_counter() - t0) / steps
+    return batch_size / per_step  # image-steps per second
+
+
+def rule_check(run_dir, n, device, batch_size):
+    """DDIM-50 rule metrics against the confidence intervals of DDPM's, for a trained run."""
+    from rulelib import tasks
+    from rulelib.metrics import rule_report
+    from rulelib.sample import sample
+    from rulelib.train import load_model
+
+    model, cfg, epoch = load_model(run_dir, weights=cfg_weights(run_dir), device=device)
+    task = tasks.get(cfg.task)
+    s = cfg.schedule().to(device)
+    reports = {}
+    for method, steps in (("ddpm", None), ("ddim", 50)):
+        path = Path(run_dir) / f"bench_{method}_{n}.npz"  # resumable: a rerun continues
+        t0 = time.perf_counter()
+        imgs = sample(model, s, n, seed=123, method=method, steps=steps, batch_size=batch_size,
+                      device=device, out_path=path, meta={"epoch": epoch})  # fmt: skip
+        feats, ok = task.measure(imgs)
+        reports[method] = rule_report(task, feats, ok, seed=0)
+        print(f"  {method}: {n} samples in {time.perf_counter() - t0:.0f} s -> {path}")
+    keys = ["measurable_rate", "coarse_rate", "slope", "intercept", "r2", "bias", "resid_std",
+            "conforming_pct", "within_5pct"]  # fmt: skip
+    print(f"  {'metric':16s} {'DDPM (95% CI)':>28s} {'DDIM-50':>9s}  inside?")
+    inside_all = True
+    for k in keys:
+        a, b = reports["ddpm"].get(k), reports["ddim"].get(k)
+        if not a or not b or a.get("value") is None or b.get("value") is None:
+            continue
+        lo, hi = a["ci"] if a.get("ci") else (a["value"], a["value"])
+        inside = lo <= b["value"] <= hi
+        inside_all &= inside
+        print(f"  {k:16s} {a['value']:9.4f} [{lo:8.4f}, {hi:8.4f}] {b['value']:9.4f}  {inside}")
+    print(f"  DDIM-50 inside every DDPM CI: {inside_all}")
+    return reports
+
+
+def cfg_weights(run_dir):
+    try:
+        return json.loads((Path(run_dir) / "config.json").read_text()).get("sample_weights", "raw")
+    except (OSError, ValueError):
+        return "raw"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--preset", default=None, help="default: paper on CUDA, small on CPU")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batches", type=int, nargs="+", default=[16, 128])
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default 20 CPU, 200 GPU)")
+    p.add_argument("--warmup", type=int, default=None, help="default 3 CPU, 30 GPU")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--variants", action="store_true", help="time each CPU lever on its own")
+    p.add_argument("--sample-batch", type=int, default=64)
+    p.add_argument("--sample-steps", type=int, default=10)
+    p.add_argument("--no-sample", action="store_true")
+    p.add_argument("--run", default=None, help="a trained task run folder: DDIM-50 vs DDPM check")
+    p.add_argument("--run-n", type=int, default=512, help="samples per method for --run")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    from rulelib.train import resolve_device
+
+    device = resolve_device(a.device)
+    gpu = device.type == "cuda"
+    preset = a.preset or ("paper" if gpu else "small")
+    steps = a.steps or (200 if gpu else 20)
+    warmup = a.warmup or (30 if gpu else 3)
+    name = torch.cuda.get_device_name() if gpu else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; torch {torch.__version__}; preset {preset}; {steps} timed steps")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (max(a.batches) * (warmup + steps), 32, 32, 3), dtype=np.uint8)
+
+    variants = {"default": {}}
+    if a.variants:
+        variants |= {
+            "fp32 (no bf16)": {"bf16": False},
+            "bf16": {"bf16": True},
+            "channels_last": {"channels_last": True},
+            "compile": {"compile": True},
+            "compile+bf16": {"compile": True, "bf16": True},
+            "compile+bf16+ch_last": {"compile": True, "bf16": True, "channels_last": True},
+        }
+    for bs in a.batches:
+        rates: dict[str, list[float]] = {"reference": []} | {v: [] for v in variants}
+        for _ in range(a.repeats):
+            rates["reference"].append(reference_loop(preset, images, bs, steps, warmup, device))
+            for v, over in variants.items():
+                rates[v].append(ours(preset, images, bs, steps, warmup, device, **over)[0])
+        ref = statistics.median(rates["reference"])
+        print(f"batch {bs:4d}: reference {ref:8.1f} img/s")
+        for v in variants:
+            r = statistics.median(rates[v])
+            print(f"            ours {v:20s} {r:8.1f} img/s  ratio {r / ref:5.2f}x")
+        sys.stdout.flush()
+    if gpu:
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    if not a.no_sample:
+        for bf16 in (False, True) if a.variants or gpu else (False,):
+            r = sampling_rate(preset, device, a.sample_batch, a.sample_steps, bf16=bf16)
+            print(f"sampling batch {a.sample_batch}{' bf16' if bf16 else ''}: "
+                  f"DDPM-1000 {r / 1000:.3f} img/s, DDIM-50 {r / 50:.2f} img/s "
+                  f"({r:.0f} image-steps/s over {a.sample_steps} steps)")  # fmt: skip
+    if a.run:
+        print(f"rule metrics, DDIM-50 against DDPM, {a.run_n} samples each, run {a.run}:")
+        rule_check(a.run, a.run_n, device, a.sample_batch)
+
+
+if __name__ == "__main__":
+    main()

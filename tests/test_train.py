@@ -1,0 +1,163 @@
+"""The trainer: bitwise resumption, checkpoints, and every refusal of bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rulelib import train as tr
+from rulelib import unet
+from rulelib.train import CheckpointError, TrainConfig, TrainingError, list_checkpoints, load_model
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+
+
+def cfg(**kw):
+    # 12 images at batch 4: 3 steps per epoch; the EMA starts averaging at step 2.
+    base = dict(task="A", preset="tiny", epochs=2, batch_size=4, ckpt_every=1, log_every=2,
+                ema_start=2, lr=1e-3)  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def states(run):
+    out = []
+    for w in ("raw", "ema"):
+        m, _, epoch = load_model(run, weights=w)
+        out.append((epoch, m.state_dict()))
+    return out
+
+
+def same(sd1, sd2):
+    return sd1.keys() == sd2.keys() and all(torch.equal(sd1[k], sd2[k]) for k in sd1)
+
+
+def test_resume_is_bitwise_equal_to_uninterrupted(images, tmp_path):
+    s2 = tr.train(cfg(), images, tmp_path / "straight", progress=False)
+    assert s2["epochs"] == 2 and s2["steps"] == 6 and s2["finished"]
+    tr.train(cfg(epochs=1), images, tmp_path / "stopped", progress=False)
+    s = tr.train(cfg(), images, tmp_path / "stopped", progress=False)
+    assert s["start_epoch"] == 1 and s["start_step"] == 3
+    (e1, raw1), (_, ema1) = states(tmp_path / "straight")
+    (e2, raw2), (_, ema2) = states(tmp_path / "stopped")
+    assert e1 == e2 == 2
+    assert same(raw1, raw2) and same(ema1, ema2)
+    assert not same(raw1, ema1)  # the EMA is a different set of weights once it averages
+    assert [e for e, _ in list_checkpoints(tmp_path / "straight")] == [1, 2]
+    assert (tmp_path / "straight/checkpoints/latest").read_text().strip() == "epoch_000002"
+    # A finished run is not retrained (and nothing is overwritten).
+    again = tr.train(cfg(), images, tmp_path / "straight", progress=False)
+    assert again["steps"] == 6 and again["start_step"] == 6
+    assert same(states(tmp_path / "straight")[0][1], raw1)
+
+
+def test_time_limit_stops_with_a_checkpoint_and_resumes(images, tmp_path):
+    s = tr.train(cfg(ckpt_every=5, epochs=3), images, tmp_path, progress=False, time_limit_s=0)
+    assert not s["finished"] and s["epochs"] == 1
+    assert [e for e, _ in list_checkpoints(tmp_path)] == [1]
+    s = tr.train(cfg(ckpt_every=5, epochs=3), images, tmp_path, progress=False)
+    assert s["finished"] and [e for e, _ in list_checkpoints(tmp_path)] == [1, 3]
+
+
+def test_refuses_a_different_config_naming_the_keys(images, tmp_path):
+    tr.train(cfg(epochs=1), images, tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match=r"different config \(lr: 0.001 -> 0.002, seed"):
+        tr.train(cfg(lr=2e-3, seed=1), images, tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="different data"):
+        tr.train(cfg(), images[::-1].copy(), tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="already holds a trained run"):
+        tr.train(cfg(), images, tmp_path, progress=False, resume=False)
+    assert [e for e, _ in list_checkpoints(tmp_path)] == [1]  # nothing was touched
+
+
+def test_corrupt_or_missing_checkpoint_is_named(images, tmp_path):
+    tr.train(cfg(), images, tmp_path, progress=False)
+    bad = tmp_path / "checkpoints/epoch_000002/model.safetensors"
+    bad.write_bytes(bad.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="corrupt checkpoint file .*epoch_000002/model"):
+        load_model(tmp_path)
+    with pytest.raises(CheckpointError, match="corrupt checkpoint file .*epoch_000002/model"):
+        tr.train(cfg(epochs=3), images, tmp_path, progress=False)
+    state = tmp_path / "checkpoints/epoch_000001/state.pt"
+    state.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt checkpoint file .*state.pt"):
+        tr._load_state(state)
+    with pytest.raises(CheckpointError, match="missing run folder or checkpoint"):
+        load_model(tmp_path / "nowhere")
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_model(tmp_path / "empty_run")
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(epochs=0), "epochs must be a positive integer, got 0"),
+        (dict(batch_size=-16), "batch_size must be a positive integer, got -16"),
+        (dict(preset="huge"), "unknown preset 'huge'"),
+        (dict(lr=0.0), "lr must be positive"),
+        (dict(device="tpu9"), "device"),
+    ],
+)
+def test_bad_config_values(bad, match):
+    with pytest.raises(ValueError, match=match):
+        cfg(**bad)
+
+
+def test_paper_defaults():
+    c = TrainConfig(task="C")
+    assert (c.epochs, c.batch_size, c.lr, c.seed, c.ema_decay, c.ema_start) == (
+        1600,
+        16,
+        3e-4,
+        0,
+        0.995,
+        2000,
+    )
+    assert c.preset == "paper" and c.sample_weights == "raw" and c.T == 1000
+    assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+
+
+BUILD = unet.build  # the real builder, before any monkeypatching
+
+
+class Exploding(torch.nn.Module):
+    """A tiny denoiser whose output becomes NaN from its `bad_call`-th forward call on."""
+
+    def __init__(self, bad_call):
+        super().__init__()
+        self.net, self.calls, self.bad_call = BUILD("tiny"), 0, bad_call
+
+    def forward(self, x, t):
+        self.calls += 1
+        y = self.net(x, t)
+        return y * float("nan") if self.calls >= self.bad_call else y
+
+
+def test_nan_loss_stops_names_the_step_and_keeps_the_checkpoint(images, tmp_path, monkeypatch):
+    monkeypatch.setattr(unet, "build", lambda preset: Exploding(bad_call=5))
+    with pytest.raises(TrainingError, match="NaN/inf at step 4 "):
+        tr.train(cfg(epochs=3, log_every=100), images, tmp_path, progress=False)
+    assert [e for e, _ in list_checkpoints(tmp_path)] == [1]  # epoch 2 never saved
+
+
+def test_out_of_memory_is_reraised_with_advice(images, tmp_path, monkeypatch):
+    class OOM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, t):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(unet, "build", lambda preset: OOM())
+    with pytest.raises(TrainingError, match="out of memory .* batch size 4.*lower batch_size"):
+        tr.train(cfg(), images, tmp_path, progress=False)
+
+
+def test_bad_images(tmp_path):
+    with pytest.raises(ValueError, match="uint8"):
+        tr.train(cfg(), np.zeros((4, 32, 32, 3), np.float32), tmp_path, progress=False)
