@@ -2,7 +2,8 @@
 
 Paper settings (paper.md section 4): AdamW at lr 3e-4 constant, batch 16, seed 0, fp32, epochs
 400 / 800 / 1600 / 1000 for tasks A-D; an EMA of the weights (decay 0.995, starting after 2000
-steps) is kept beside the raw weights, and samples come from the raw weights.
+steps) is kept beside the raw weights, and samples come from the raw weights. (The paper trained
+in fp32; pass bf16=False for that, the default autocasts to bf16 where that pays, see below.)
 
 Speed (what the loop does and why):
 - the whole training set lives on the device as one float tensor: 4000 images of 32x32x3 are
@@ -11,18 +12,20 @@ Speed (what the loop does and why):
   are drawn from the same generator, so a checkpoint of that generator's state resumes exactly;
 - AdamW is `fused` on CUDA and `foreach` elsewhere (one kernel per group instead of per tensor);
   the EMA update is one `torch._foreach_lerp_`;
-- bf16 autocast and torch.compile are options, on by default only on CUDA (see benchmarks/train.py
-  for the CPU measurements behind the defaults);
+- bf16 autocast is on by default where it pays (CUDA; CPUs with AMX); torch.compile and
+  channels_last are on by default only on CUDA: on a 2-core CPU they paid only together with
+  bf16 (about 1.4x at batch 16) and compiling the forward and backward passes there takes minutes
+  (benchmarks/train.py --variants prints the measurements);
 - the loss is accumulated on the device; the host reads it (a synchronisation) only every
   `log_every` steps, for the progress bar and the NaN check.
 
 Checkpoints: every `ckpt_every` epochs (and at the end) a folder `checkpoints/epoch_XXXXXX/` with
 `model.safetensors` (raw weights), `ema.safetensors`, `state.pt` (optimizer, RNG states of torch
 CPU, CUDA, numpy and the data generator, epoch, step, a hash of the training data) and
-`config.json`. The
-folder is written under a temporary name and renamed into place (atomic), then the pointer file
-`checkpoints/latest` is replaced atomically. Every checkpoint is kept: the training-length sweep
-evaluates them all. Nothing written is overwritten: a run folder is only ever continued.
+`config.json`. The folder is written under a temporary name and renamed into place (atomic), then
+the pointer file `checkpoints/latest` is replaced atomically. Every checkpoint is kept: the
+training-length sweep evaluates them all. Nothing written is overwritten: a run folder is only
+ever continued.
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ class TrainConfig:
     beta_start: float = 1e-4
     beta_end: float = 2e-2
     device: str = "auto"  # "auto": cuda if available, else cpu
-    bf16: bool | None = None  # None: on only on CUDA
+    bf16: bool | None = None  # None: on where it pays: CUDA, and CPUs with AMX (bf16_pays)
     compile: bool | None = None  # None: on only on CUDA
     channels_last: bool | None = None  # None: on only on CUDA
     log_every: int = 50  # steps between host reads of the loss
@@ -156,6 +159,16 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
     return dev
+
+
+def bf16_pays(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds training up on `device`: on CUDA, and on CPUs with AMX tiles
+    (Intel Sapphire Rapids and later), where benchmarks/train.py measured 1.1-1.3x for the small
+    preset at batch 16; on other CPUs bf16 is emulated and slower."""
+    if device.type == "cuda":
+        return True
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return device.type == "cpu" and amx is not None and bool(amx())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,7 +381,7 @@ def train(
 
     device = resolve_device(cfg.device)
     on_cuda = device.type == "cuda"
-    bf16 = on_cuda if cfg.bf16 is None else cfg.bf16
+    bf16 = bf16_pays(device) if cfg.bf16 is None else cfg.bf16
     use_compile = on_cuda if cfg.compile is None else cfg.compile
     channels_last = on_cuda if cfg.channels_last is None else cfg.channels_last
     fmt = torch.channels_last if channels_last else torch.contiguous_format
