@@ -22,6 +22,9 @@ sub-folder per task (layout in rulelib.report).  Each stage of `reproduce` is re
                   report.md (cheap: always recomputed)
     4. sweep      every earlier checkpoint -> `sweep_n` samples (resumable) -> rule metrics
                   against epoch
+    5. mitigation with --mitigation: rulelib.mitigation.run -> task_dir/mitigation/ (classifiers
+                  and guided samples are reused by a rerun); its mitigation.md is embedded in
+                  the task's and the run's report.md
 
 A run folder remembers its profile and seed (task_dir/profile.json); running it again with another
 profile or seed is refused instead of mixing results.
@@ -445,7 +448,8 @@ def stage_sweep(task_name, out, *, device="cpu", progress=True, quiet=False):
 
 def run_mitigation(task_name, out, profile, *, seed=0, device="cpu", quiet=False):
     """`reproduce --mitigation`: rulelib.mitigation.run(task, task_dir, profile), when it exists;
-    its results (task_dir/mitigation/) are then linked from the task's report."""
+    its results (task_dir/mitigation/) are then embedded in the task's report.md (and, by
+    report.write_run_report, in the run's)."""
     mitigation = _mitigation_module()
     if mitigation is None or not hasattr(mitigation, "run"):
         raise RunError(

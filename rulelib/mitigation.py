@@ -4,12 +4,14 @@ guided sampling over a range of scales, each measured against the unguided basel
 
 Everything goes to ``<run>/<task>/mitigation/``:
 
-    contrastive.png               the three classes side by side clf_<arch>.safetensors        the
-    pixel classifiers (mlp, resnet8, smallconv) and the noise-aware one guided/guided_*.npz
-    guided samples per scale (resumable; a rerun reuses them) mitigation.json
-    accuracies, filtering before/after, the scale sweep, all with CIs mitigation.md
-    the same as tables beside the paper's numbers filter.png, guidance.png      scatter before/after
-    filtering, the guidance-scale curves
+    contrastive.png               the three classes side by side
+    clf_<arch>.safetensors        the pixel classifiers (mlp, resnet8, smallconv) and the
+                                  noise-aware one (reused by a rerun)
+    guided/guided_*.npz           guided samples per scale (resumable; a rerun reuses them)
+    mitigation.json               accuracies, filtering before/after, the scale sweep, all with CIs
+    mitigation.md                 the same as tables beside the paper's numbers (image links
+                                  relative to this folder; rulelib.report embeds it in report.md)
+    filter.png, guidance.png      scatter before/after filtering, the guidance-scale curves
 
 Entry points: ``run(task, task_dir, profile)`` (``python -m rulelib reproduce --mitigation``) and
 the subcommands ``python -m rulelib filter`` and ``python -m rulelib guide`` (``add_cli``).  How
@@ -19,6 +21,7 @@ CPU; paper: GPU).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -278,13 +281,15 @@ def run(task, run_dir, profile, *, device=None, seed: int = 0, quiet: bool = Fal
     Profile or its name (``SETTINGS`` says how much work each does).  Resumable: trained classifiers
     and finished guided samples are reused.
     """
-    from rulelib import report, tasks
+    from rulelib import profiles, report, tasks
     from rulelib import sample as sampler
     from rulelib import train as trainer
 
     task = tasks.get(task) if isinstance(task, str) else task
+    st = settings_for(profile)
+    # a name -> its Profile, so that the run's own sampler and training set are used below
+    profile = profiles.get(profile) if isinstance(profile, str) else profile
     profile_name = getattr(profile, "name", profile)
-    st = settings_for(profile_name)
     device = _device(device)
     tdir = Path(run_dir)
     mdir = tdir / "mitigation"
@@ -314,8 +319,10 @@ def run(task, run_dir, profile, *, device=None, seed: int = 0, quiet: bool = Fal
         pixel[arch] = model
         out.setdefault("accuracy", {})[arch] = info["test_accuracy"]
 
-    # 2. Filtering the run's generated samples.
-    train_imgs, _ = task.dataset(seed)
+    # 2. Filtering the run's generated samples (beside the training set the run was trained on:
+    # the profile's smaller set where it has one, as rulelib.cli.training_set).
+    size = profile.train_size_for(task.name) if hasattr(profile, "train_size_for") else None
+    train_imgs, _ = task.dataset(seed) if size is None else task.sample(size, seed)
     train = task.measure(train_imgs)
     samples_path = tdir / "samples.npz"
     if samples_path.exists():
@@ -399,6 +406,9 @@ def run(task, run_dir, profile, *, device=None, seed: int = 0, quiet: bool = Fal
             progress=progress,
         )
         sweep.update({"paper_scale": s_paper, "epoch": epoch, "weights": weights})
+        for row in sweep["rows"]:  # relative to mitigation/: still right in exported results
+            if row.get("samples"):
+                row["samples"] = Path(os.path.relpath(row["samples"], mdir)).as_posix()
         out["guidance"] = sweep
         axes = G.plot_sweep(sweep)
         report.atomic_savefig(axes[0].figure, mdir / "guidance.png")
@@ -417,7 +427,10 @@ def run(task, run_dir, profile, *, device=None, seed: int = 0, quiet: bool = Fal
 
 
 def markdown(out: dict) -> str:
-    """mitigation.md of one task: accuracies beside the paper's, filtering and guidance tables."""
+    """mitigation.md of one task: accuracies beside the paper's, filtering and guidance tables.
+
+    Image links are relative to the mitigation folder, where the file lives (rulelib.report
+    re-roots them when it embeds the file in a task's or a run's report.md)."""
     t = out["task"]
     lines = [
         f"## Task {t}: mitigation (profile `{out['profile']}`)",
@@ -429,7 +442,7 @@ def markdown(out: dict) -> str:
         "",
         accuracy_table({t: out.get("accuracy", {})}),
         "",
-        "![contrastive classes](mitigation/contrastive.png)",
+        "![contrastive classes](contrastive.png)",
         "",
     ]
     if "filter" in out:
@@ -439,7 +452,7 @@ def markdown(out: dict) -> str:
             "",
             filter_table(out["filter"]),
             "",
-            "![filtering](mitigation/filter.png)",
+            "![filtering](filter.png)",
             "",
         ]
     if "guidance" in out:
@@ -454,7 +467,7 @@ def markdown(out: dict) -> str:
             "",
             G.sweep_table(g),
             "",
-            "![guidance-scale curves](mitigation/guidance.png)",
+            "![guidance-scale curves](guidance.png)",
             "",
         ]
     return "\n".join(lines)

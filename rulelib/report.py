@@ -13,7 +13,9 @@ A run folder (`python -m rulelib reproduce --out runs/reproduce`) holds one sub-
             scatter.png      the paper-style scatter: training (blue) vs generated (red)
             samples.png      a grid of generated images
             sweep.csv/.png   rule metrics against training epoch (one row per checkpoint)
-            report.md        the same tables for this task alone
+            mitigation/      `reproduce --mitigation` (rulelib.mitigation): mitigation.json,
+                             mitigation.md and figures, classifier weights, guided samples
+            report.md        the same tables for this task alone (with mitigation.md embedded)
 
 Every file is written to a temporary file in the same directory and moved into place with
 os.replace, so a killed run never leaves a half-written file under a final name.
@@ -28,6 +30,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -167,7 +170,7 @@ def git_commit(root: str | os.PathLike | None = None) -> str:
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,10 +337,47 @@ def metrics_tables(entries: Mapping[str, Mapping]) -> str:
     return "\n".join(parts)
 
 
-def task_markdown(entry: Mapping, figure_prefix: str = "", tables: bool = True) -> str:
-    """The per-task section of report.md: settings, provenance, the table, the figures.
+_MD_LINK = re.compile(r"(\]\()([^)\s]+)(\))")  # the target of [text](target) / ![alt](target)
 
-    `figure_prefix` is the task folder relative to the report ("A/" in the run's report.md)."""
+
+def mitigation_markdown(task_dir, figure_prefix: str = "") -> str:
+    """task_dir/mitigation/mitigation.md (rulelib.mitigation) as a section of a report.md, or ''
+    when there is none.
+
+    Its headings go one level down (they sit under "## Task X") and its relative links, written
+    relative to the mitigation folder, are re-rooted at the report: `figure_prefix` + "mitigation/"
+    (figure_prefix is the task folder relative to the report, as in task_markdown)."""
+    md = Path(task_dir) / "mitigation" / "mitigation.md"
+    if not md.is_file():
+        return ""
+    base = f"{figure_prefix}mitigation/"
+
+    def reroot(m: re.Match) -> str:
+        target = m.group(2)
+        if "://" in target or target.startswith(("/", "#")):
+            return m.group(0)
+        return f"{m.group(1)}{base}{target}{m.group(3)}"
+
+    body = []
+    for line in md.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            line = "#" + line
+        body.append(_MD_LINK.sub(reroot, line))
+    heading = body.pop(0) if body and body[0].startswith("#") else "### Mitigation"
+    link = f"[{base}mitigation.md]({base}mitigation.md)"
+    intro = f"(contrastive classifiers, filtering, guidance; the full file: {link})"
+    return "\n".join([heading, "", intro, *body])
+
+
+def task_markdown(
+    entry: Mapping, figure_prefix: str = "", tables: bool = True, task_dir=None
+) -> str:
+    """The per-task section of report.md: settings, provenance, the table, the figures, and the
+    mitigation's results when task_dir/mitigation/mitigation.md exists.
+
+    `figure_prefix` is the task folder relative to the report ("A/" in the run's report.md);
+    `task_dir` the task folder on disk (None: only a link to the mitigation, if the entry lists
+    one)."""
     t = entry["task"]
     s = entry.get("sampling", {})
     cfg = entry.get("train_config", {})
@@ -375,7 +415,10 @@ def task_markdown(entry: Mapping, figure_prefix: str = "", tables: bool = True) 
     ):
         if name in entry.get("files", ()):
             lines.append(f"![{caption}]({figure_prefix}{name})")
-    if "mitigation/mitigation.md" in entry.get("files", ()):
+    mitigation = mitigation_markdown(task_dir, figure_prefix) if task_dir is not None else ""
+    if mitigation:
+        lines += ["", mitigation]
+    elif "mitigation/mitigation.md" in entry.get("files", ()):
         lines.append(
             f"\nMitigation (contrastive classifiers, filtering, guidance): "
             f"[{figure_prefix}mitigation/mitigation.md]({figure_prefix}mitigation/mitigation.md)"
@@ -383,8 +426,12 @@ def task_markdown(entry: Mapping, figure_prefix: str = "", tables: bool = True) 
     return "\n".join(lines) + "\n"
 
 
-def report_markdown(entries: Mapping[str, Mapping], limits: str = "", title: str = "") -> str:
-    """The report.md of a run: header, tables for every task, the honest paragraph, sections."""
+def report_markdown(
+    entries: Mapping[str, Mapping], limits: str = "", title: str = "", run_dir=None
+) -> str:
+    """The report.md of a run: header, tables for every task, the honest paragraph, sections.
+
+    `run_dir`: the run folder, to embed each task's mitigation/mitigation.md (None: links only)."""
     first = next(iter(entries.values()), {})
     out = [
         f"# {title or 'Rule learning of DDPM: our reproduction beside the paper'}",
@@ -404,7 +451,10 @@ def report_markdown(entries: Mapping[str, Mapping], limits: str = "", title: str
     if limits:
         out += ["## What this profile can and cannot show", "", limits, ""]
     for entry in entries.values():
-        out.append(task_markdown(entry, figure_prefix=f"{entry['task']}/", tables=False))
+        tdir = None if run_dir is None else Path(run_dir) / entry["task"]
+        out.append(
+            task_markdown(entry, figure_prefix=f"{entry['task']}/", tables=False, task_dir=tdir)
+        )
     return "\n".join(out)
 
 
@@ -412,7 +462,7 @@ def write_task_report(task_dir, entry: Mapping, limits: str = "") -> Path:
     """task_dir/metrics.json and task_dir/report.md for one task."""
     task_dir = Path(task_dir)
     atomic_write_json(task_dir / "metrics.json", entry)
-    text = task_markdown(entry)
+    text = task_markdown(entry, task_dir=task_dir)
     if limits:
         text += "\n### What this profile can and cannot show\n\n" + limits + "\n"
     return atomic_write_text(task_dir / "report.md", text)
@@ -429,7 +479,8 @@ def write_run_report(run_dir, limits: str = "", title: str = "") -> Path | None:
             entries[entry.get("task", task_dir.name)] = entry
     if not entries:
         return None
-    return atomic_write_text(run_dir / "report.md", report_markdown(entries, limits, title))
+    text = report_markdown(entries, limits, title, run_dir=run_dir)
+    return atomic_write_text(run_dir / "report.md", text)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -446,12 +497,16 @@ EXPORT_FILES = (
     "config.json",
     "timings.json",
 )
+# From task_dir/mitigation/: its results and figures; not the classifier weights
+# (clf_*.safetensors) nor the guided samples (guided/*.npz), which a rerun recomputes.
+EXPORT_MITIGATION = ("mitigation.json", "mitigation.md", "*.png")
 
 
 def export_results(run_dir, dest, *, max_samples: int = 512) -> list[Path]:
     """Copy what a reader needs from a run into `dest` (e.g. results/quick): per task the metrics,
-    report, figures, profile and config, and the first `max_samples` generated images as a
-    compressed samples.npz (a few MB at most); the run's report.md.  No checkpoints."""
+    report, figures, profile and config, the mitigation's results and figures (EXPORT_MITIGATION),
+    and the first `max_samples` generated images as a compressed samples.npz (a few MB at most);
+    the run's report.md.  No checkpoints, classifier weights or guided samples."""
     run_dir, dest = Path(run_dir), Path(dest)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
@@ -462,9 +517,9 @@ def export_results(run_dir, dest, *, max_samples: int = 512) -> list[Path]:
                 copied.append(
                     atomic_write_bytes(dest / tdir.name / name, (tdir / name).read_bytes())
                 )
-        mdir = tdir / "mitigation"  # rulelib.mitigation's tables and figures, not its weights
-        for f in sorted(mdir.glob("*")) if mdir.is_dir() else ():
-            if f.suffix in (".json", ".md", ".png", ".csv"):
+        mdir = tdir / "mitigation"
+        for f in sorted({f for pattern in EXPORT_MITIGATION for f in mdir.glob(pattern)}):
+            if f.is_file():
                 copied.append(
                     atomic_write_bytes(dest / tdir.name / "mitigation" / f.name, f.read_bytes())
                 )

@@ -9,15 +9,6 @@ from rulelib import contrastive as CD
 from rulelib import tasks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: these small networks run faster so, and the CI machine has 2 cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def colour_set(n=240, seed=0):
     """An easy 3-class problem: flat red / green / blue squares on white with pixel noise.
     Any working classifier and training loop separates it in a couple of epochs."""

@@ -15,7 +15,6 @@ from rulelib.sample import load_samples
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """One smoke reproduction of Task A (the profile CI uses), shared by the tests below."""
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("run")
     entries = cli.reproduce(["A"], "smoke", out, device="cpu", progress=False, quiet=True)
     return out, entries
@@ -197,3 +196,58 @@ def test_report_writes_are_atomic_and_json_safe(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary file left behind
     grid = report.image_grid(np.full((10, 32, 32, 3), 7, np.uint8), ncol=4)
     assert grid.shape == (3 * 34 + 2, 4 * 34 + 2, 3) and (grid == 7).sum() == 10 * 32 * 32 * 3
+
+
+def test_reproduce_with_mitigation_reports_and_exports_it(tmp_path):
+    """`reproduce --mitigation` on one task: classifier accuracies, a filter before/after report,
+    a guidance sweep from s = 0; mitigation.md embedded in both report.md files with working image
+    links; a rerun reuses the classifiers; export copies the results but no weights or samples."""
+    import re
+
+    from rulelib import mitigation
+
+    out = tmp_path / "run"
+    argv = ["reproduce", "--task", "A", "--profile", "smoke", "--out", str(out)]
+    assert cli.main([*argv, "--mitigation", "--no-sweep", "--device", "cpu", "--quiet"]) == 0
+    mdir = out / "A" / "mitigation"
+    res = json.loads((mdir / "mitigation.json").read_text())
+    st = mitigation.SETTINGS["smoke"]
+
+    assert set(res["accuracy"]) == set(st.clf_archs)
+    assert all(0.0 <= a <= 1.0 for a in res["accuracy"].values())
+    n = profiles.get("smoke").sampling("A").n
+    for arch, rep in res["filter"].items():
+        assert rep["n"] == n and 0 <= rep["kept"] <= n, arch
+        assert 0.0 <= rep["kept_share"] <= 1.0 and rep["kept_share"] == rep["kept"] / n, arch
+        assert rep["before"]["n"] == n and rep["after"]["n"] == rep["kept"], arch
+    g = res["guidance"]
+    scales = [row["scale"] for row in g["rows"]]
+    assert scales[0] == 0.0 and g["paper_scale"] in scales and g["n"] == st.sweep_n
+    for row in g["rows"]:  # each scale's samples, stored relative to mitigation/
+        assert load_samples(mdir / row["samples"])[0].shape == (st.sweep_n, 32, 32, 3)
+
+    for report_md, folder in ((out / "report.md", out), (out / "A" / "report.md", out / "A")):
+        text = report_md.read_text()
+        assert "### Task A: mitigation (profile `smoke`)" in text, report_md
+        assert "| kept / total |" in text and "| 0 (unguided) |" in text, report_md
+        links = re.findall(r"\]\(([^)]+)\)", text)
+        for name in ("contrastive.png", "filter.png", "guidance.png", "mitigation.md"):
+            assert any(link.endswith("mitigation/" + name) for link in links), (report_md, name)
+        missing = [link for link in links if not (folder / link).is_file()]
+        assert not missing, (report_md, missing)  # every link resolves from the report's folder
+
+    # a rerun reuses the trained classifiers and the guided samples, and gets the same numbers
+    stamps = {p: p.stat().st_mtime_ns for p in [*mdir.glob("clf_*"), *mdir.glob("guided/*")]}
+    again = cli.run_mitigation("A", out, profiles.get("smoke"), device="cpu", quiet=True)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and len(stamps) >= 4
+    assert again["accuracy"] == res["accuracy"] and again["guidance"] == g
+
+    report.export_results(out, tmp_path / "exported")
+    exported = tmp_path / "exported" / "A" / "mitigation"
+    expected = ["contrastive.png", "filter.png", "guidance.png", "mitigation.json", "mitigation.md"]
+    assert sorted(p.name for p in exported.rglob("*")) == expected  # no clf_*, no guided/
+    exported_report = (tmp_path / "exported" / "A" / "report.md").read_text()
+    assert all(
+        (tmp_path / "exported" / "A" / link).is_file()
+        for link in re.findall(r"\]\((mitigation/[^)]+)\)", exported_report)
+    )

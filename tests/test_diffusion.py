@@ -8,16 +8,6 @@ from rulelib import unet
 from rulelib.diffusion import Schedule, images_to_tensor, tensor_to_images
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These tests run tiny tensors, where one thread is fastest; several threads also spin
-    # against each other when the machine is shared. Restored afterwards for other modules.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_schedule_matches_diffusers_ddpm_scheduler():
     from diffusers import DDPMScheduler
 

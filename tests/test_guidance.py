@@ -22,15 +22,6 @@ S0 = 0.2
 LAM = 3.125  # lam * s0^2 = 0.125 per unit of guidance weight
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: these small networks run faster so, and the CI machine has 2 cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class GaussEps(torch.nn.Module):
     """The exact eps-prediction of x0 ~ N(0, S0^2 I)."""
 

@@ -22,7 +22,7 @@ def _pyproject_packages() -> set[str]:
 
 
 def _environment_yml_packages() -> set[str]:
-    # environment.yml lists the same requirements under `pip:`; parsed by hand to avoid a YAML dependency.
+    # environment.yml lists the requirements under `pip:`; parsed by hand (no YAML dependency).
     names = set()
     in_pip = False
     for line in (ROOT / "environment.yml").read_text().splitlines():

@@ -7,17 +7,6 @@ import torch
 from rulelib.diffusion import Schedule, images_to_tensor
 from rulelib.sample import ddim_step, ddim_timesteps, ddpm_step, load_samples, sample
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These tests run tiny tensors, where one thread is fastest; several threads also spin
-    # against each other when the machine is shared. Restored afterwards for other modules.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 S = Schedule()
 M, SD = 0.1, 0.3  # the Gaussian "dataset": every pixel i.i.d. N(M, SD^2)
 

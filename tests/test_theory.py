@@ -12,9 +12,6 @@ import torch
 from rulelib import theory as th
 from rulelib import theory_symbolic as ts
 
-torch.set_num_threads(1)
-
-
 # --- symbolic: what a patch-local loss can see ------------------------------------------------
 
 

@@ -11,16 +11,6 @@ from rulelib import unet
 from rulelib.train import CheckpointError, TrainConfig, TrainingError, list_checkpoints, load_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These tests run tiny tensors, where one thread is fastest; several threads also spin
-    # against each other when the machine is shared. Restored afterwards for other modules.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def images():
     return np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
