@@ -194,6 +194,7 @@ def _draw(ckpt, settings, n, out_path, *, seed, device, progress):
         method=settings.method,
         steps=settings.steps,
         eta=settings.eta,
+        clip_x0=settings.clip_x0,
         batch_size=settings.batch_size,
         device=device,
         out_path=out_path,

@@ -44,6 +44,7 @@ class SamplingSettings:
     n: int  # samples for the metrics
     sweep_n: int  # samples per earlier checkpoint in the training-length sweep (0: no sweep)
     batch_size: int  # sampling batch (memory bound)
+    clip_x0: bool = False  # clip each step's clean-image prediction to [-1, 1] (sample.clip_eps)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -73,6 +74,7 @@ class Profile:
     n_boot: int  # bootstrap resamples for the confidence intervals
     limits: str  # the honest paragraph of report.md: what this profile can and cannot show
     extra: dict = field(default_factory=dict)  # further TrainConfig fields (e.g. bf16)
+    sampling_clip_x0: bool = False  # clip each step's clean-image prediction (sample.clip_eps)
 
     def _per_task(self, table: dict[str, int], task: str) -> int:
         _check_task(task)
@@ -128,6 +130,7 @@ class Profile:
             n=self._per_task(self.n_samples, task),
             sweep_n=self.sweep_n,
             batch_size=self.sample_batch,
+            clip_x0=self.sampling_clip_x0,
         )
 
     def to_dict(self) -> dict:
@@ -198,6 +201,11 @@ PROFILES: dict[str, Profile] = {
         sampling_steps=100,
         sampling_eta=1.0,
         sampling_weights="ema",
+        # Clipping each step's x0 prediction to [-1, 1] roughly doubled the measurable share of
+        # these samples (96 per task from the quick checkpoints: A 16 -> 26 %, B 26 -> 46 %,
+        # C 13 -> 28 %, D 18 -> 41 %) at no cost; raw weights, eta = 0 and 50 or 200 steps were
+        # no better (measured 2026-11-27 on the 2-core CPU).
+        sampling_clip_x0=True,
         n_samples={"default": 256},
         sweep_n=48,
         sample_batch=128,
@@ -206,7 +214,8 @@ PROFILES: dict[str, Profile] = {
             "The quick profile trains a <1 M-parameter U-Net for about 1000 optimizer steps "
             f"(about {QUICK_IMAGE_BUDGET} images: 8 epochs of Task A and 16 of B-D instead of "
             "the paper's 400-1600), with a larger learning rate, EMA weights and 100-step "
-            "ancestral DDIM. It can show whether a diffusion model picks up the coarse rule "
+            "ancestral DDIM, each step's clean-image prediction clipped to [-1, 1]. It can show "
+            "whether a diffusion model picks up the coarse rule "
             "(objects in place, the shadow opposite the sun, the ordering of sizes) before it "
             "draws clean scenes, and it measures the fine-rule error with honest confidence "
             "intervals on a few hundred samples. It cannot say whether the fine-rule error "

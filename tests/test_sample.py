@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rulelib.diffusion import Schedule, images_to_tensor
-from rulelib.sample import ddim_step, ddim_timesteps, ddpm_step, load_samples, sample
+from rulelib.sample import clip_eps, ddim_step, ddim_timesteps, ddpm_step, load_samples, sample
 
 S = Schedule()
 M, SD = 0.1, 0.3  # the Gaussian "dataset": every pixel i.i.d. N(M, SD^2)
@@ -160,3 +160,27 @@ def test_bad_sampler_input(tiny):
         sample(tiny, SHORT, 4, seed=0, batch_size=8, progress=False)
     with pytest.raises(ValueError, match="n must be a positive integer"):
         sample(tiny, SHORT, 0, seed=0, progress=False)
+
+
+def test_clip_eps_clamps_the_implied_clean_image_and_keeps_in_range_predictions():
+    g = torch.Generator().manual_seed(0)
+    t = 500
+    ab = float(S.alpha_bars_f64[t])
+    x0 = 3.0 * torch.randn((4, 3, 32, 32), generator=g)  # partly outside [-1, 1]
+    eps = torch.randn((4, 3, 32, 32), generator=g)
+    x_t = ab**0.5 * x0 + (1 - ab) ** 0.5 * eps
+    eps_c = clip_eps(S, x_t, t, eps)
+    x0_c = (x_t - (1 - ab) ** 0.5 * eps_c) / ab**0.5
+    torch.testing.assert_close(x0_c, x0.clamp(-1, 1), atol=1e-4, rtol=0)
+    inside = x0.abs() <= 1
+    torch.testing.assert_close(eps_c[inside], eps[inside], atol=1e-4, rtol=0)
+
+
+def test_clip_x0_is_recorded_and_resumable_output_is_never_mixed(tmp_path):
+    eps = single_image_oracle(torch.full((1, 3, 32, 32), 0.5))
+    kw = dict(seed=0, method="ddim", steps=5, eta=1.0, eps_fn=eps, progress=False)
+    out = tmp_path / "s.npz"
+    sample(None, S, 16, out_path=out, clip_x0=True, **kw)
+    assert load_samples(out)[1]["clip_x0"] is True
+    with pytest.raises(ValueError, match="clip_x0"):
+        sample(None, S, 16, out_path=out, clip_x0=False, **kw)
