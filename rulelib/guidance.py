@@ -208,6 +208,7 @@ def scale_sweep(
     method: str = "ddpm",
     steps: int | None = None,
     eta: float = 0.0,
+    clip_x0: bool = False,
     grad_at: str = "x_t",
     last_k: int = 20,
     n_boot: int = 1000,
@@ -222,7 +223,8 @@ def scale_sweep(
     Every scale uses the same seed, so the runs differ only by the guidance.  Returns a
     JSON-serialisable dict: settings, and ``rows``: one per scale with ``scale`` and the full
     ``rule_report``.  With ``out_dir``, samples go to ``out_dir/guided_s{scale}.npz`` (resumable)
-    and are reused on a rerun.
+    and are reused on a rerun.  ``clip_x0`` clips each step's clean-image prediction as the run's
+    own sampler does (``rulelib.sample.clip_eps``), so that scale 0 matches the run's samples.
     """
     from pathlib import Path
 
@@ -257,6 +259,7 @@ def scale_sweep(
             device=device,
             out_path=out_path,
             progress=progress,
+            clip_x0=clip_x0,
             **kw,
         )
         features, ok = task.measure(images)

@@ -396,6 +396,8 @@ def run(task, run_dir, profile, *, device=None, seed: int = 0, quiet: bool = Fal
             n=n,
             seed=seed,
             weight=st.weight,
+            # the profile's sampler, so that s = 0 equals the run's own samples
+            clip_x0=sampling.clip_x0 if sampling else False,
             method=method,
             steps=steps if method == "ddim" else None,
             eta=eta,
@@ -596,6 +598,7 @@ def cmd_guide(args) -> int:
     out_path = mdir / "guided" / f"guide_{args.schedule}_s{g.scale:g}_{args.grad_at}.npz"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     kw = {"steps": steps, "eta": sampling.eta} if method == "ddim" else {}
+    kw["clip_x0"] = sampling.clip_x0
     imgs = G.guided_sample(
         model,
         schedule,

@@ -127,6 +127,12 @@ def test_scale_zero_equals_unguided_exactly(toy, method, steps):
     g = G.Guidance(clf, sch, 0.0, weight="constant", method=method)
     guided = G.guided_sample(model, sch, g, 3, seed=7, steps=steps, progress=False)
     np.testing.assert_array_equal(plain, guided)
+    # the same with the quick profile's x0 clipping on both sides
+    plain_c = sample(
+        model, sch, 3, seed=7, method=method, steps=steps, progress=False, clip_x0=True
+    )
+    guided_c = G.guided_sample(model, sch, g, 3, seed=7, steps=steps, progress=False, clip_x0=True)
+    np.testing.assert_array_equal(plain_c, guided_c)
     if method == "ddim":  # and a positive scale does change the images
         g = G.Guidance(clf, sch, 1.0, weight="constant", method=method)
         assert (
