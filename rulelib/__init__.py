@@ -11,6 +11,7 @@ Data flow, one module per step:
     sample    DDPM ancestral and DDIM samplers, chunked and resumable
     contrastive, classifiers, guidance   the paper's mitigation (section 5)
     theory    the small models of the theory (two-patch data, patch-local and linear denoisers)
+    atomic    atomic file writes behind every result and checkpoint
     cli       `python -m rulelib train|sample|evaluate|reproduce|guide|filter`
 """
 

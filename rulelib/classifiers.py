@@ -25,13 +25,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from rulelib import atomic
 
 PIXEL_ARCHS = ("mlp", "resnet8", "smallconv")
 NOISY_ARCHS = ("cheap", "unet")
@@ -488,14 +489,8 @@ def save_classifier(path, model: nn.Module, info: dict) -> str:
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"rulelib_classifier": json.dumps(info)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic.atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"rulelib_classifier": json.dumps(info)})
     return path
 
 

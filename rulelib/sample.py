@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rulelib import atomic
 from rulelib.diffusion import Schedule, tensor_to_images
 
 NOISE_CHUNK = 16
@@ -141,19 +140,8 @@ def _randn(gens, sizes, shape, device) -> torch.Tensor:
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def _diff_keys(a: dict, b: dict) -> list[str]:
@@ -261,7 +249,7 @@ def sample(
                     f"(differing: {_diff_keys(old, settings)}); delete it or choose another path"
                 )
         else:
-            _atomic_write_text(meta_file, json.dumps(settings, indent=1))
+            atomic.write_text(meta_file, json.dumps(settings, indent=1))
         for c in range(n_chunks):
             f = parts / f"chunk_{c:06d}.npy"
             if f.exists():
@@ -306,10 +294,7 @@ def sample(
     bar.close()
     images = np.concatenate([done[c] for c in range(n_chunks)])
     if out_path is not None:
-        fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=out_path.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic.atomic_path(out_path) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, images=images, meta=np.array(json.dumps(settings)))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out_path)
         shutil.rmtree(parts)
     return images

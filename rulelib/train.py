@@ -48,7 +48,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from rulelib import unet
+from rulelib import atomic, unet
 from rulelib.diffusion import Schedule, images_to_tensor
 
 # Epochs of the paper per task (paper.md section 2; the same numbers as RuleTask.paper_epochs).
@@ -175,14 +175,6 @@ def bf16_pays(device: torch.device) -> bool:
 # Checkpoint files
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; these are ordinary results
-    os.replace(tmp, path)
-
-
 def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     # safetensors wants contiguous CPU tensors; channels_last weights are made contiguous here.
     return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
@@ -250,7 +242,7 @@ def _save_checkpoint(run_dir: Path, cfg: TrainConfig, model, ema, opt, gen, epoc
         os.chmod(f, 0o644)
     os.chmod(tmp, 0o755)  # mkdtemp creates 0700
     os.replace(tmp, final)  # atomic: the folder appears complete or not at all
-    _atomic_write_text(ckdir / "latest", final.name + "\n")
+    atomic.write_text(ckdir / "latest", final.name + "\n")
     return final
 
 
@@ -420,7 +412,7 @@ def train(
 
     # Written only now that every check has passed; it may differ from the old one only in
     # RESUME_FREE_KEYS (e.g. a longer run). Each checkpoint keeps its own copy.
-    _atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
+    atomic.write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
     fwd = torch.compile(model) if use_compile else model
     model.train()
     summary = {
