@@ -284,12 +284,13 @@ def run(task, run_dir, profile, *, device=None, seed: int = 0, quiet: bool = Fal
     from rulelib import profiles, report, tasks
     from rulelib import sample as sampler
     from rulelib import train as trainer
+    from rulelib.cli import training_set
 
     task = tasks.get(task) if isinstance(task, str) else task
     st = settings_for(profile)
     # a name -> its Profile, so that the run's own sampler and training set are used below
     profile = profiles.get(profile) if isinstance(profile, str) else profile
-    profile_name = getattr(profile, "name", profile)
+    profile_name = profile.name
     device = _device(device)
     tdir = Path(run_dir)
     mdir = tdir / "mitigation"
@@ -319,10 +320,8 @@ def run(task, run_dir, profile, *, device=None, seed: int = 0, quiet: bool = Fal
         pixel[arch] = model
         out.setdefault("accuracy", {})[arch] = info["test_accuracy"]
 
-    # 2. Filtering the run's generated samples (beside the training set the run was trained on:
-    # the profile's smaller set where it has one, as rulelib.cli.training_set).
-    size = profile.train_size_for(task.name) if hasattr(profile, "train_size_for") else None
-    train_imgs, _ = task.dataset(seed) if size is None else task.sample(size, seed)
+    # 2. Filtering the run's generated samples (beside the training set the run was trained on).
+    train_imgs, _ = training_set(task.name, profile, seed)
     train = task.measure(train_imgs)
     samples_path = tdir / "samples.npz"
     if samples_path.exists():
@@ -376,12 +375,12 @@ def run(task, run_dir, profile, *, device=None, seed: int = 0, quiet: bool = Fal
             for k in ("arch", "test_accuracy", "test_accuracy_clean", "train_seconds")
         }
         s_paper = G.PAPER_SCALES.get(task.name, 3.0)
-        sampling = profile.sampling(task.name) if hasattr(profile, "sampling") else None
-        method = st.method or (sampling.method if sampling else "ddpm")
-        steps = st.steps if st.steps is not None else (sampling.steps if sampling else None)
-        eta = st.eta if st.eta is not None else (sampling.eta if sampling else 0.0)
-        weights = sampling.weights if sampling else "raw"
-        n = st.sweep_n or (sampling.n if sampling else 256)
+        sampling = profile.sampling(task.name)
+        method = st.method or sampling.method
+        steps = st.steps if st.steps is not None else sampling.steps
+        eta = st.eta if st.eta is not None else sampling.eta
+        weights = sampling.weights
+        n = st.sweep_n or sampling.n
         model, cfg, epoch = trainer.load_model(tdir, weights=weights, device=device)
         schedule = cfg.schedule().to(device)
         _say(
@@ -397,12 +396,12 @@ def run(task, run_dir, profile, *, device=None, seed: int = 0, quiet: bool = Fal
             seed=seed,
             weight=st.weight,
             # the profile's sampler, so that s = 0 equals the run's own samples
-            clip_x0=sampling.clip_x0 if sampling else False,
+            clip_x0=sampling.clip_x0,
             method=method,
             steps=steps if method == "ddim" else None,
             eta=eta,
             n_boot=st.n_boot,
-            batch_size=(sampling.batch_size if sampling else 256),
+            batch_size=sampling.batch_size,
             device=device,
             out_dir=mdir / "guided",
             progress=progress,
