@@ -4,13 +4,16 @@
     python benchmarks/train.py --preset paper        # GPU: the paper's network
     python benchmarks/train.py --variants            # also each CPU lever on its own
     python benchmarks/train.py --run runs/x/A        # + DDIM-50 vs DDPM rule metrics of a run
+    python benchmarks/train.py --no-train --no-sample --run runs/x/A   # that check alone
 
 Training: images per second of `rulelib.train.train` against the loop a user would write from
 diffusers' `train_unconditional.py` example on the same network: a torch DataLoader (shuffle) over
 a TensorDataset of the same images, `DDPMScheduler.add_noise`, fp32, AdamW with its defaults,
-`zero_grad()`, and the example's per-step `loss.item()` for the progress bar. Both loops are
-timed over the same number of steps after warm-up steps, alternately, `--repeats` times; the
-median is printed.
+`zero_grad()`, the example's per-step `loss.item()` for the progress bar, and its `EMAModel`
+(`--use_ema`) set to the paper's EMA (decay 0.995 from step 2000), because our trainer keeps that
+EMA too: both loops do the paper's work. (`--no-ref-ema` drops the reference's EMA, to show how
+much of the ratio it accounts for.) Both loops are timed over the same number of steps after
+warm-up steps, alternately, `--repeats` times; the median is printed.
 
 Sampling: images per second of one DDPM step at the sampling batch size, timed over `--sample-steps`
 steps and scaled to the 1000 steps of DDPM ancestral and the 50 of DDIM-50 (every step costs one
@@ -31,10 +34,11 @@ import numpy as np
 import torch
 
 
-def reference_loop(preset, images, batch_size, steps, warmup, device, seed=0):
+def reference_loop(preset, images, batch_size, steps, warmup, device, seed=0, ema=True):
     """The diffusers-example training loop; returns images/s over `steps` timed steps."""
     import torch.nn.functional as F
     from diffusers import DDPMScheduler
+    from diffusers.training_utils import EMAModel
     from torch.utils.data import DataLoader, TensorDataset
 
     from rulelib import unet
@@ -44,6 +48,8 @@ def reference_loop(preset, images, batch_size, steps, warmup, device, seed=0):
     model = unet.build(preset).to(device).train()
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=2e-2)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    # the example's EMA with the paper's settings (decay 0.995, averaging from step 2000)
+    ema_model = EMAModel(model.parameters(), decay=0.995, update_after_step=2000) if ema else None
     data = TensorDataset(images_to_tensor(images))  # on the host, like an image folder's tensors
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True)
     done, t0 = 0, None
@@ -61,6 +67,8 @@ def reference_loop(preset, images, batch_size, steps, warmup, device, seed=0):
             loss.backward()
             opt.step()
             opt.zero_grad()
+            if ema_model is not None:
+                ema_model.step(model.parameters())
             loss.item()  # the example logs the loss every step
             done += 1
             if done == warmup + steps:
@@ -118,15 +126,19 @@ def rule_check(run_dir, n, device, batch_size):
     from rulelib.sample import sample
     from rulelib.train import load_model
 
-    model, cfg, epoch = load_model(run_dir, weights=cfg_weights(run_dir), device=device)
+    weights, clip_x0 = run_sampling(run_dir)
+    model, cfg, epoch = load_model(run_dir, weights=weights, device=device)
     task = tasks.get(cfg.task)
     s = cfg.schedule().to(device)
     reports = {}
+    print(f"  {weights} weights of epoch {epoch}, x0 clipped at each step: {clip_x0}")
     for method, steps in (("ddpm", None), ("ddim", 50)):
-        path = Path(run_dir) / f"bench_{method}_{n}.npz"  # resumable: a rerun continues
+        # resumable: a rerun continues
+        path = Path(run_dir) / f"bench_{method}_{n}{'_clip' if clip_x0 else ''}.npz"
         t0 = time.perf_counter()
         imgs = sample(model, s, n, seed=123, method=method, steps=steps, batch_size=batch_size,
-                      device=device, out_path=path, meta={"epoch": epoch})  # fmt: skip
+                      device=device, out_path=path, clip_x0=clip_x0,
+                      meta={"epoch": epoch})  # fmt: skip
         feats, ok = task.measure(imgs)
         reports[method] = rule_report(task, feats, ok, seed=0)
         print(f"  {method}: {n} samples in {time.perf_counter() - t0:.0f} s -> {path}")
@@ -146,11 +158,20 @@ def rule_check(run_dir, n, device, batch_size):
     return reports
 
 
-def cfg_weights(run_dir):
+def run_sampling(run_dir):
+    """(weights, clip_x0) the run's own samples use: from the profile of a `python -m rulelib`
+    run folder (profile.json), else the training config's weights and no clipping."""
+    run_dir = Path(run_dir)
     try:
-        return json.loads((Path(run_dir) / "config.json").read_text()).get("sample_weights", "raw")
+        settings = json.loads((run_dir / "profile.json").read_text())["settings"]
+        return settings["sampling_weights"], bool(settings.get("sampling_clip_x0", False))
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        cfg = json.loads((run_dir / "config.json").read_text())
+        return cfg.get("sample_weights", "raw"), False
     except (OSError, ValueError):
-        return "raw"
+        return "raw", False
 
 
 def main(argv=None):
@@ -163,9 +184,12 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--variants", action="store_true", help="time each CPU lever on its own")
+    p.add_argument("--only", nargs="+", default=None, help="with --variants: just these ones")
+    p.add_argument("--no-ref-ema", action="store_true", help="reference loop without its EMA")
     p.add_argument("--sample-batch", type=int, default=64)
     p.add_argument("--sample-steps", type=int, default=10)
     p.add_argument("--no-sample", action="store_true")
+    p.add_argument("--no-train", action="store_true", help="skip the training comparison")
     p.add_argument("--run", default=None, help="a trained task run folder: DDIM-50 vs DDPM check")
     p.add_argument("--run-n", type=int, default=512, help="samples per method for --run")
     a = p.parse_args(argv)
@@ -193,14 +217,22 @@ def main(argv=None):
             "compile+bf16": {"compile": True, "bf16": True},
             "compile+bf16+ch_last": {"compile": True, "bf16": True, "channels_last": True},
         }
-    for bs in a.batches:
+    if a.only:
+        unknown = sorted(set(a.only) - set(variants))
+        if unknown:
+            p.error(f"unknown variants {unknown}; expected some of {sorted(variants)}")
+        variants = {v: variants[v] for v in ["default", *a.only] if v in variants}
+    for bs in [] if a.no_train else a.batches:
         rates: dict[str, list[float]] = {"reference": []} | {v: [] for v in variants}
         for _ in range(a.repeats):
-            rates["reference"].append(reference_loop(preset, images, bs, steps, warmup, device))
+            rates["reference"].append(
+                reference_loop(preset, images, bs, steps, warmup, device, ema=not a.no_ref_ema)
+            )
             for v, over in variants.items():
                 rates[v].append(ours(preset, images, bs, steps, warmup, device, **over)[0])
         ref = statistics.median(rates["reference"])
-        print(f"batch {bs:4d}: reference {ref:8.1f} img/s")
+        ema_note = "without EMA" if a.no_ref_ema else "with EMAModel"
+        print(f"batch {bs:4d}: reference ({ema_note}) {ref:8.1f} img/s")
         for v in variants:
             r = statistics.median(rates[v])
             print(f"            ours {v:20s} {r:8.1f} img/s  ratio {r / ref:5.2f}x")

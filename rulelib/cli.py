@@ -27,7 +27,9 @@ sub-folder per task (layout in rulelib.report).  Each stage of `reproduce` is re
                   the task's and the run's report.md
 
 A run folder remembers its profile and seed (task_dir/profile.json); running it again with another
-profile or seed is refused instead of mixing results.
+profile or seed is refused instead of mixing results.  When a profile's definition changes (e.g. its
+sampler), profile.json records the new settings beside the earlier ones, and samples made with
+other settings are moved aside (samples_<method><steps>-<hash>.npz) and redrawn, never overwritten.
 """
 
 from __future__ import annotations
@@ -91,19 +93,28 @@ def _say(msg: str, quiet: bool = False) -> None:
 
 
 def check_run_identity(tdir: Path, profile: profiles.Profile, seed: int) -> None:
-    """Record (profile, seed) in tdir/profile.json, or refuse a folder made with other ones."""
+    """Record (profile, seed) in tdir/profile.json, or refuse a folder made with other ones.
+
+    The profile's settings are recorded as they are now: when the profile's definition changed
+    since the folder was made (e.g. a new sampler for `quick`), "settings" is updated and the
+    earlier settings are kept under "earlier_settings" with the time they were replaced."""
+    import json
+
     pfile = tdir / "profile.json"
-    if pfile.exists():
-        old = report.read_json(pfile)
-        if old.get("profile") != profile.name or old.get("seed") != seed:
-            raise RunError(
-                f"{tdir} was made with profile {old.get('profile')!r} seed {old.get('seed')}, "
-                f"not profile {profile.name!r} seed {seed}; use another --out or the same settings"
-            )
+    now = json.loads(json.dumps(profile.to_dict()))  # as read back (tuples become lists)
+    if not pfile.exists():
+        report.atomic_write_json(pfile, {"profile": profile.name, "seed": seed, "settings": now})
         return
-    report.atomic_write_json(
-        pfile, {"profile": profile.name, "seed": seed, "settings": profile.to_dict()}
-    )
+    old = report.read_json(pfile)
+    if old.get("profile") != profile.name or old.get("seed") != seed:
+        raise RunError(
+            f"{tdir} was made with profile {old.get('profile')!r} seed {old.get('seed')}, "
+            f"not profile {profile.name!r} seed {seed}; use another --out or the same settings"
+        )
+    if old.get("settings") != now:
+        earlier = [*old.get("earlier_settings", []),
+                   {"replaced": report.now_iso(), "settings": old.get("settings")}]  # fmt: skip
+        report.atomic_write_json(pfile, {**old, "settings": now, "earlier_settings": earlier})
 
 
 def run_identity(tdir: Path) -> tuple[profiles.Profile, int]:
@@ -179,29 +190,40 @@ def stage_train(
     return ckpts[-1][0]
 
 
-def _draw(ckpt, settings, n, out_path, *, seed, device, progress):
-    """Samples of one checkpoint (a run folder = its last checkpoint) into out_path (resumable)."""
+def _draw(ckpt, settings, n, out_path, *, seed, device, progress, quiet=False, label=""):
+    """Samples of one checkpoint (a run folder = its last checkpoint) into out_path (resumable):
+    (images, epoch, reused), reused True when finished samples with these settings were read back.
+
+    Samples at out_path made with other settings (another checkpoint, sampler or count) are moved
+    aside first (`_set_aside`), so they are redrawn with the current ones and never overwritten."""
     from rulelib import sample as sampler
     from rulelib import train as trainer
 
     model, cfg, epoch = trainer.load_model(ckpt, weights=settings.weights, device=device)
     schedule = cfg.schedule().to(device)
-    images = sampler.sample(
-        model,
-        schedule,
-        n,
+    how = dict(
         seed=seed,
         method=settings.method,
         steps=settings.steps,
         eta=settings.eta,
         clip_x0=settings.clip_x0,
+        meta={"epoch": int(epoch), "weights": settings.weights},
+    )
+    _set_aside(Path(out_path), sampler.sample_settings(schedule, n, **how), quiet)
+    reused = Path(out_path).exists()
+    if not reused:
+        _say(f"{label}sampling {n} images ({settings.method}, {settings.steps} steps)", quiet)
+    images = sampler.sample(
+        model,
+        schedule,
+        n,
+        **how,
         batch_size=settings.batch_size,
         device=device,
         out_path=out_path,
         progress=progress,
-        meta={"epoch": int(epoch), "weights": settings.weights},
     )
-    return images, int(epoch)
+    return images, int(epoch), reused
 
 
 def stage_sample(
@@ -209,8 +231,9 @@ def stage_sample(
 ):
     """Generated images of the last checkpoint into task_dir/samples.npz; returns them.
 
-    Samples of an earlier checkpoint (the run was trained further since) are moved aside to
-    samples_epochXXXXX.npz, never overwritten."""
+    Samples of an earlier checkpoint (the run was trained further since) or made with other
+    sampler settings (the profile changed, or --n) are moved aside to samples_epochXXXXX.npz or
+    samples_<method><steps>-<hash>.npz and redrawn; nothing is overwritten."""
     from rulelib import train as trainer
 
     tdir = task_dir(out, task_name)
@@ -222,12 +245,13 @@ def stage_sample(
     ckpts = trainer.list_checkpoints(tdir)
     if not ckpts:
         raise RunError(f"{tdir} has no checkpoint to sample; train it first")
-    _move_stale_samples(path, ckpts[-1][0], quiet)
-    if path.exists():  # finished earlier: sample() only reads it back
-        return _draw(tdir, settings, n, path, seed=seed, device=device, progress=False)[0]
-    _say(f"[{task_name}] sampling {n} images ({settings.method}, {settings.steps} steps)", quiet)
     t0 = time.perf_counter()
-    images, _ = _draw(tdir, settings, n, path, seed=seed, device=device, progress=progress)
+    images, _, reused = _draw(
+        tdir, settings, n, path, seed=seed, device=device, progress=progress, quiet=quiet,
+        label=f"[{task_name}] ",
+    )  # fmt: skip
+    if reused:
+        return images
     _add_time(tdir, "sample", time.perf_counter() - t0)
     return images
 
@@ -244,28 +268,38 @@ def _timings(tdir: Path) -> dict:
     return report.read_json(path) if path.exists() else {}
 
 
-def _move_stale_samples(path: Path, epoch: int, quiet: bool) -> None:
-    """Move samples (finished or partial) of a checkpoint other than `epoch` out of the way."""
+def _set_aside(path: Path, expected: dict, quiet: bool) -> None:
+    """Move samples (finished or partial) at `path` made with other settings than `expected` out of
+    the way, so that the run's current sampler redraws them and nothing is overwritten.
+
+    The old files keep their settings inside; they go to `<stem>_epochXXXXX` when they came from
+    another checkpoint, else to `<stem>_<method><steps>-<hash of their settings>` (a counter is
+    added if that name is taken)."""
+    import hashlib
     import json
 
     from rulelib import sample as sampler
 
-    parts = path.with_name(path.stem + ".parts")
-    old_epoch = None
-    if path.exists():
-        old_epoch = sampler.load_samples(path)[1].get("epoch")
-    elif (parts / "settings.json").exists():
-        old_epoch = json.loads((parts / "settings.json").read_text()).get("epoch")
-    if old_epoch is None or old_epoch == epoch:
+    old = sampler.stored_settings(path)
+    if old is None or old == expected:
         return
+    parts = path.with_name(path.stem + ".parts")
     src = path if path.exists() else parts
-    dst = src.with_name(f"{path.stem}_epoch{old_epoch:05d}{'.npz' if src is path else '.parts'}")
-    if dst.exists():
-        raise RunError(f"{src} is from epoch {old_epoch} and {dst} exists; move one of them away")
+    ext = ".npz" if src is path else ".parts"
+    if old.get("epoch") is not None and old.get("epoch") != expected.get("epoch"):
+        tag = f"epoch{int(old['epoch']):05d}"
+    else:
+        digest = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:6]
+        tag = f"{old.get('method')}{old.get('steps')}-{digest}"
+    dst, i = src.with_name(f"{path.stem}_{tag}{ext}"), 1
+    while dst.exists():
+        i += 1
+        dst = src.with_name(f"{path.stem}_{tag}_{i}{ext}")
     src.rename(dst)
-    _say(
-        f"samples of epoch {old_epoch} moved to {dst} (the last checkpoint is epoch {epoch})", quiet
-    )
+    if src is path and parts.exists():  # a finished npz never has parts; stray ones go with it
+        parts.rename(dst.with_suffix(".parts"))
+    changed = sorted(k for k in set(old) | set(expected) if old.get(k) != expected.get(k))
+    _say(f"samples made with other settings ({', '.join(changed)}) moved to {dst}", quiet)
 
 
 def measure_images(task, images: np.ndarray):
@@ -420,9 +454,11 @@ def stage_sweep(task_name, out, *, device="cpu", progress=True, quiet=False):
         else:
             path = tdir / "sweep" / f"epoch_{epoch:05d}.npz"
             path.parent.mkdir(exist_ok=True)
-            n_drawn += not path.exists()
-            _say(f"[{task_name}] sweep: epoch {epoch}, {n} samples", quiet)
-            images, _ = _draw(ckpt, settings, n, path, seed=seed, device=device, progress=progress)
+            images, _, reused = _draw(
+                ckpt, settings, n, path, seed=seed, device=device, progress=progress,
+                quiet=quiet, label=f"[{task_name}] sweep, epoch {epoch}: ",
+            )  # fmt: skip
+            n_drawn += not reused
         feats, ok = task.measure(images)
         pairs.append(
             (epoch, metrics.rule_report(task, feats, ok, n_boot=profile.n_boot, seed=seed))

@@ -221,14 +221,17 @@ def scale_sweep(
     scored.
 
     Every scale uses the same seed, so the runs differ only by the guidance.  Returns a
-    JSON-serialisable dict: settings, and ``rows``: one per scale with ``scale`` and the full
-    ``rule_report``.  With ``out_dir``, samples go to ``out_dir/guided_s{scale}.npz`` (resumable)
-    and are reused on a rerun.  ``clip_x0`` clips each step's clean-image prediction as the run's
+    JSON-serialisable dict: settings, and ``rows``: one per scale with ``scale``, the full
+    ``rule_report``, and ``vs_unguided``: each metric minus the unguided one with a paired-bootstrap
+    CI (``rulelib.metrics.paired_difference``; image i of every scale starts from the same noise,
+    so the pairing removes the noise the scales share and leaves the guidance's effect).  With
+    ``out_dir``, samples go to ``out_dir/guided_<weight>_s<scale>.npz`` (resumable) and are reused
+    on a rerun.  ``clip_x0`` clips each step's clean-image prediction as the run's
     own sampler does (``rulelib.sample.clip_eps``), so that scale 0 matches the run's samples.
     """
     from pathlib import Path
 
-    from rulelib.metrics import rule_report
+    from rulelib.metrics import paired_difference, rule_report
 
     scales = sorted({check_scale(s) for s in scales} | {0.0})
     weights(weight, 1.0, schedule.T, last_k)  # validate the schedule name before any sampling
@@ -263,11 +266,17 @@ def scale_sweep(
             **kw,
         )
         features, ok = task.measure(images)
+        if s == 0:
+            unguided = (features, ok)
         rows.append(
             {
                 "scale": s,
                 "guidance": g.describe(),
                 "report": rule_report(task, features, ok, n_boot=n_boot, seed=seed),
+                # guided minus unguided on the same starting noise, with a paired-bootstrap CI
+                "vs_unguided": paired_difference(
+                    task, unguided, (features, ok), n_boot=n_boot, seed=seed
+                ),
                 "samples": str(out_path) if out_path is not None else None,
             }
         )
@@ -294,26 +303,43 @@ SWEEP_METRICS = (
 )
 
 
+def format_cell(entry: dict | None, metric: str, *, signed: bool = False) -> str:
+    """One table cell: "value [lo, hi]" of a metric entry {"value", "ci"} ("–" when undefined).
+
+    Rates in per cent, bias and residual std to 3 decimals, shares to 1.  signed: a difference
+    (with sign), and * when its CI excludes 0."""
+    e = entry or {}
+    v, ci = e.get("value"), e.get("ci")
+    if v is None:
+        return "–"
+    f = 100.0 if metric in ("measurable_rate", "coarse_rate") else 1.0
+    d = 3 if metric in ("bias", "resid_std") else 1
+    fmt = f"{'+' if signed else ''}.{d}f"
+    star = "*" if signed and ci and (ci[0] > 0 or ci[1] < 0) else ""
+    text = f"{f * v:{fmt}}{star}"
+    return text + (f" [{f * ci[0]:{fmt}}, {f * ci[1]:{fmt}}]" if ci else "")
+
+
 def sweep_table(sweep: dict, metrics=SWEEP_METRICS) -> str:
     """Markdown table of a scale sweep: one row per scale, each metric with its 95 % CI."""
-    pct = ("measurable_rate", "coarse_rate")
-    head = "| scale | " + " | ".join(metrics) + " |"
-    lines = [head, "|---:|" + "---:|" * len(metrics)]
+    lines = ["| scale | " + " | ".join(metrics) + " |", "|---:|" + "---:|" * len(metrics)]
     for row in sweep["rows"]:
-        cells = []
-        for m in metrics:
-            e = row["report"].get(m) or {}
-            v, ci = e.get("value"), e.get("ci")
-            f = 100.0 if m in pct else 1.0
-            d = 3 if m in ("bias", "resid_std") else 1
-            if v is None:
-                cells.append("–")
-            elif ci:
-                cells.append(f"{f * v:.{d}f} [{f * ci[0]:.{d}f}, {f * ci[1]:.{d}f}]")
-            else:
-                cells.append(f"{f * v:.{d}f}")
+        cells = [format_cell(row["report"].get(m), m) for m in metrics]
         label = f"{row['scale']:g}" + (" (unguided)" if row["scale"] == 0 else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def difference_table(sweep: dict, metrics=SWEEP_METRICS) -> str:
+    """Markdown table of each guided scale's effect: metric minus the unguided one, with the
+    paired-bootstrap 95 % CI; * marks a CI that excludes 0 (an effect the noise cannot explain)."""
+    lines = ["| scale | " + " | ".join(f"Δ {m}" for m in metrics) + " |",
+             "|---:|" + "---:|" * len(metrics)]  # fmt: skip
+    for row in sweep["rows"]:
+        if row["scale"] == 0 or "vs_unguided" not in row:
+            continue
+        cells = [format_cell(row["vs_unguided"].get(m), m, signed=True) for m in metrics]
+        lines.append(f"| {row['scale']:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -78,7 +78,7 @@ SETTINGS = {
         noisy_epochs=30,
         noisy_batch=64,
         extra_scales=(1.0, 3.0),
-        sweep_n=128,
+        sweep_n=None,  # the run's 256: scale 0 is then exactly the run's own samples
         n_boot=1000,
     ),
     "paper": MitigationSettings(
@@ -209,17 +209,61 @@ def accuracy_table(accuracies: dict) -> str:
     return "\n".join(lines)
 
 
+def summary_markdown(results: dict) -> str:
+    """The run report's "mitigation at a glance": classifier accuracies of every task beside the
+    paper's, then per task what filtering (best classifier) and guidance (each scale against the
+    unguided samples of the same noise, paired CI) did to rule-conforming % and within-5 %.
+
+    ``results``: {task name: mitigation.json payload}."""
+    lines = [
+        "**Pixel classifiers, test accuracy (%)**",
+        "",
+        accuracy_table({t: r.get("accuracy", {}) for t, r in results.items()}),
+        "",
+        "**Effect on the fine rule** (points; filtering: kept minus all samples with the most "
+        "accurate classifier; guidance: guided minus unguided from the same noise, "
+        "paired-bootstrap 95 % CI, * where it excludes 0)",
+        "",
+        "| task | step | kept (filter) or measurable / n | Δ conforming % | Δ within ±5 % "
+        "| Δ measurable % |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+
+    def val(rep, m):
+        return ((rep or {}).get(m) or {}).get("value")
+
+    for t, r in results.items():
+        if r.get("filter"):
+            best = max(r["filter"], key=lambda a: r.get("accuracy", {}).get(a, 0.0))
+            fr = r["filter"][best]
+            cells = []
+            for m in ("conforming_pct", "within_5pct"):
+                a, b = val(fr["after"], m), val(fr["before"], m)
+                cells.append("–" if a is None or b is None else f"{a - b:+.1f}")
+            kept = f"{fr['kept']} / {fr['n']}"
+            lines.append(f"| {t} | filter ({best}) | {kept} | {cells[0]} | {cells[1]} | – |")
+        for row in (r.get("guidance") or {}).get("rows", []):
+            if row["scale"] == 0 or "vs_unguided" not in row:
+                continue
+            d = row["vs_unguided"]
+            paper = " (paper's s)" if row["scale"] == r["guidance"].get("paper_scale") else ""
+            lines.append(
+                f"| {t} | guidance s = {row['scale']:g}{paper} | {row['report']['n_measurable']} / "
+                f"{row['report']['n']} | "
+                + " | ".join(
+                    G.format_cell(d.get(m), m, signed=True)
+                    for m in ("conforming_pct", "within_5pct", "measurable_rate")
+                )
+                + " |"
+            )
+    return "\n".join(lines)
+
+
 def filter_table(filters: dict, metrics=G.SWEEP_METRICS) -> str:
     """Markdown: each metric before filtering and after filtering with each classifier, with CIs."""
-    pct = ("measurable_rate", "coarse_rate")
 
     def cell(rep, m):
-        e = (rep or {}).get(m) or {}
-        v, ci = e.get("value"), e.get("ci")
-        if v is None:
-            return "–"
-        f, d = (100.0, 1) if m in pct else (1.0, 1) if m.endswith("pct") else (1.0, 3)
-        return f"{f * v:.{d}f}" + (f" [{f * ci[0]:.{d}f}, {f * ci[1]:.{d}f}]" if ci else "")
+        return G.format_cell((rep or {}).get(m), m)
 
     archs = list(filters)
     first = filters[archs[0]]
@@ -384,7 +428,9 @@ def run(task, run_dir, profile, *, device=None, seed: int = 0, quiet: bool = Fal
         model, cfg, epoch = trainer.load_model(tdir, weights=weights, device=device)
         schedule = cfg.schedule().to(device)
         _say(
-            f"[{task.name}] guidance sweep: scales {[0, *st.extra_scales, s_paper]}, n = {n}", quiet
+            f"[{task.name}] guidance sweep: scales {sorted({0.0, *st.extra_scales, s_paper})}, "
+            f"n = {n}",
+            quiet,
         )
         sweep = G.scale_sweep(
             task,
@@ -467,6 +513,11 @@ def markdown(out: dict) -> str:
             "scale from the same seed; s = 0 is the unguided baseline)",
             "",
             G.sweep_table(g),
+            "",
+            "Effect of guidance: each scale minus the unguided samples of the same noise, with a "
+            "paired-bootstrap 95 % CI (* where the CI excludes 0; rates and shares in points):",
+            "",
+            G.difference_table(g),
             "",
             "![guidance-scale curves](guidance.png)",
             "",

@@ -438,12 +438,29 @@ def report_markdown(
     ]
     if limits:
         out += ["## What this profile can and cannot show", "", limits, ""]
+    summary = mitigation_summary(run_dir, entries) if run_dir is not None else ""
+    if summary:
+        out += ["## Mitigation at a glance", "", summary, ""]
     for entry in entries.values():
         tdir = None if run_dir is None else Path(run_dir) / entry["task"]
         out.append(
             task_markdown(entry, figure_prefix=f"{entry['task']}/", tables=False, task_dir=tdir)
         )
     return "\n".join(out)
+
+
+def mitigation_summary(run_dir, entries: Mapping) -> str:
+    """rulelib.mitigation.summary_markdown over the tasks of a run that have a mitigation.json."""
+    results = {}
+    for name in entries:
+        f = Path(run_dir) / name / "mitigation" / "mitigation.json"
+        if f.exists():
+            results[name] = read_json(f)
+    if not results:
+        return ""
+    from rulelib import mitigation  # imported here: mitigation imports this module
+
+    return mitigation.summary_markdown(results)
 
 
 def write_task_report(task_dir, entry: Mapping, limits: str = "") -> Path:

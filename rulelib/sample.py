@@ -155,6 +155,49 @@ def load_samples(path) -> tuple[np.ndarray, dict]:
         return z["images"], meta
 
 
+def sample_settings(
+    schedule: Schedule,
+    n: int,
+    *,
+    seed: int,
+    method: str = "ddpm",
+    steps: int | None = None,
+    eta: float = 0.0,
+    clip_x0: bool = False,
+    noise_chunk: int = NOISE_CHUNK,
+    meta: dict | None = None,
+) -> dict:
+    """The settings `sample` records with (and checks against) resumable output: everything that
+    decides the images.  steps None: T for DDPM, 50 for DDIM (as `sample`)."""
+    if steps is None:
+        steps = schedule.T if method == "ddpm" else 50
+    return {
+        "n": n,
+        "seed": int(seed),
+        "method": method,
+        "steps": len(ddim_timesteps(schedule.T, steps)) if method == "ddim" else schedule.T,
+        "eta": float(eta) if method == "ddim" else None,
+        "noise_chunk": noise_chunk,
+        "clip_x0": bool(clip_x0),
+        "T": schedule.T,
+        "beta_start": schedule.beta_start,
+        "beta_end": schedule.beta_end,
+        **(meta or {}),
+    }
+
+
+def stored_settings(out_path) -> dict | None:
+    """Settings of the samples at `out_path`: of the finished npz, else of its partial
+    `.parts` folder; None when there are neither."""
+    out_path = Path(out_path)
+    parts = out_path.with_name(out_path.stem + ".parts") / "settings.json"
+    if out_path.exists():
+        return load_samples(out_path)[1]
+    if parts.exists():
+        return json.loads(parts.read_text())
+    return None
+
+
 def sample(
     model: torch.nn.Module | None,
     schedule: Schedule,
@@ -211,19 +254,10 @@ def sample(
         def eps_fn(x, t):
             return model(x, t)
 
-    settings = {
-        "n": n,
-        "seed": int(seed),
-        "method": method,
-        "steps": len(ts),
-        "eta": float(eta) if method == "ddim" else None,
-        "noise_chunk": noise_chunk,
-        "clip_x0": bool(clip_x0),
-        "T": schedule.T,
-        "beta_start": schedule.beta_start,
-        "beta_end": schedule.beta_end,
-        **(meta or {}),
-    }
+    settings = sample_settings(
+        schedule, n, seed=seed, method=method, steps=len(ts), eta=eta, clip_x0=clip_x0,
+        noise_chunk=noise_chunk, meta=meta,
+    )  # fmt: skip
     n_chunks = math.ceil(n / noise_chunk)
     chunk_sizes = [min(noise_chunk, n - c * noise_chunk) for c in range(n_chunks)]
     done: dict[int, np.ndarray] = {}

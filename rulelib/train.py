@@ -10,12 +10,12 @@ Speed (what the loop does and why):
   49 MB, so a DataLoader (worker processes, per-item collation) would only add overhead;
 - each epoch's order is a `torch.randperm` from a seeded generator on the device, and t and eps
   are drawn from the same generator, so a checkpoint of that generator's state resumes exactly;
-- AdamW is `fused` on CUDA and `foreach` elsewhere (one kernel per group instead of per tensor);
-  the EMA update is one `torch._foreach_lerp_`;
-- bf16 autocast is on by default where it pays (CUDA; CPUs with AMX); torch.compile and
-  channels_last are on by default only on CUDA: on a 2-core CPU they paid only together with
-  bf16 (about 1.4x at batch 16) and compiling the forward and backward passes there takes minutes
-  (benchmarks/train.py --variants prints the measurements);
+- AdamW is `fused` on CUDA and CPU (one kernel for all parameters, `_adamw_kernel`); the EMA
+  update is one `torch._foreach_lerp_`;
+- bf16 autocast is on by default where it pays (CUDA; CPUs with AMX), with the math attention
+  kernel on CPU (`_attention_backend`); torch.compile and channels_last are on by default only on
+  CUDA: on a 2-core CPU they added at most a few per cent on top of bf16 (within the run-to-run
+  noise) while compiling costs about a minute (benchmarks/train.py --variants prints them);
 - the loss is accumulated on the device; the host reads it (a synchronisation) only every
   `log_every` steps, for the progress bar and the NaN check.
 
@@ -163,12 +163,34 @@ def resolve_device(device: str) -> torch.device:
 
 def bf16_pays(device: torch.device) -> bool:
     """Whether bf16 autocast speeds training up on `device`: on CUDA, and on CPUs with AMX tiles
-    (Intel Sapphire Rapids and later), where benchmarks/train.py measured 1.1-1.3x for the small
-    preset at batch 16; on other CPUs bf16 is emulated and slower."""
+    (Intel Sapphire Rapids and later), where a forward and backward pass of the small preset at
+    batch 16 takes 94 ms against 131 ms in fp32 (2 cores, with `_attention_backend`); on other
+    CPUs bf16 is emulated and slower."""
     if device.type == "cuda":
         return True
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return device.type == "cpu" and amx is not None and bool(amx())
+
+
+def _adamw_kernel(device: torch.device) -> dict:
+    """AdamW's implementation: `fused` (one kernel over all parameters) on CUDA and CPU, where
+    torch >= 2.4 has it (on this 2-core CPU 1.4 ms a step against 4.6 ms foreach and 6.2 ms for
+    the per-tensor loop, small preset); `foreach` on other devices."""
+    return {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
+
+
+def _attention_backend(device: torch.device, bf16: bool):
+    """A context for the training step's attention kernel.  On CPU in bf16, PyTorch's fused
+    flash-attention backward is about 12x slower than its math path for the small preset's
+    8x8-token attention (19 ms against 1.6 ms a step of batch 16, torch.profiler on this 2-core
+    CPU), so the math backend (matmul + softmax, the same function) is chosen there."""
+    import contextlib
+
+    if device.type == "cpu" and bf16:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return lambda: sdpa_kernel([SDPBackend.MATH])
+    return contextlib.nullcontext
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,9 +407,8 @@ def train(
     params = [p for p in model.parameters()]
     ema_params = [p for p in ema.parameters()]
     opt = torch.optim.AdamW(
-        params, lr=cfg.lr, weight_decay=cfg.weight_decay, **({"fused": True} if on_cuda else
-                                                            {"foreach": True})
-    )  # fmt: skip
+        params, lr=cfg.lr, weight_decay=cfg.weight_decay, **_adamw_kernel(device)
+    )
     gen = torch.Generator(device=device).manual_seed(cfg.seed)  # data order, t and eps
     schedule = cfg.schedule().to(device)
     data = images_to_tensor(images_uint8, device).contiguous(memory_format=fmt)
@@ -414,6 +435,7 @@ def train(
     # RESUME_FREE_KEYS (e.g. a longer run). Each checkpoint keeps its own copy.
     atomic.write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
     fwd = torch.compile(model) if use_compile else model
+    attention = _attention_backend(device, bf16)
     model.train()
     summary = {
         "run_dir": str(run_dir), "preset": cfg.preset, "params": unet.n_params(model),
@@ -451,17 +473,19 @@ def train(
             perm = torch.randperm(n, device=device, generator=gen)  # the epoch's data order
             for i in range(0, n, cfg.batch_size):
                 x0 = data[perm[i : i + cfg.batch_size]]
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16), attention():
                     loss = schedule.loss(fwd, x0, gen)  # Ho et al. eq. 14
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                # EMA: copy the raw weights until ema_start steps, then
-                # ema <- ema + (1 - decay)(w - ema)
-                if step < cfg.ema_start:
-                    torch._foreach_copy_(ema_params, params)
-                else:
+                # EMA: the raw weights until ema_start steps, then ema <- ema + (1-decay)(w - ema).
+                # Before ema_start the copy is made only when needed (here at the last step before
+                # the averaging starts, and before each checkpoint): a foreach copy of every
+                # parameter costs 2 ms a step on a 2-core CPU, 2 % of the small preset's step.
+                if step >= cfg.ema_start:
                     torch._foreach_lerp_(ema_params, params, 1.0 - cfg.ema_decay)
+                elif step == cfg.ema_start - 1:
+                    torch._foreach_copy_(ema_params, params)
                 ld = loss.detach()
                 first_bad = torch.where(
                     (first_bad < 0) & ~torch.isfinite(ld),
@@ -489,6 +513,8 @@ def train(
             t_end = time.perf_counter()
             out_of_time = time_limit_s is not None and time.perf_counter() - t_start > time_limit_s
             if epoch % cfg.ckpt_every == 0 or epoch == cfg.epochs or out_of_time:
+                if step <= cfg.ema_start:  # the EMA is still the raw weights (see above)
+                    torch._foreach_copy_(ema_params, params)
                 _save_checkpoint(
                     run_dir, cfg, model, ema, opt, gen, epoch, step, {"data_hash": data_hash}
                 )

@@ -94,6 +94,36 @@ def test_interrupted_training_continues_to_the_same_weights(smoke_run, tmp_path)
     assert np.array_equal(kept, early) and meta["epoch"] == prev_epoch
 
 
+def test_changed_sampler_settings_move_samples_aside_and_are_recorded(smoke_run, tmp_path):
+    """A profile whose sampler changed since the run was sampled: `sample` keeps the old samples
+    under a new name, draws new ones with the new settings, and profile.json records both."""
+    import dataclasses
+    import shutil
+
+    out, _ = smoke_run
+    copy = tmp_path / "A"
+    shutil.copytree(out / "A", copy)
+    old_images, old_meta = load_samples(copy / "samples.npz")
+    smoke = profiles.get("smoke")
+    changed = dataclasses.replace(smoke, sampling_clip_x0=not smoke.sampling_clip_x0)
+    new = cli.stage_sample("A", changed, tmp_path, device="cpu", progress=False, quiet=True)
+    new_meta = load_samples(copy / "samples.npz")[1]
+    assert new_meta["clip_x0"] == changed.sampling_clip_x0 != old_meta["clip_x0"]
+    (aside,) = [p for p in copy.glob("samples_*.npz")]
+    assert aside.name.startswith(f"samples_{old_meta['method']}{old_meta['steps']}-")
+    kept, kept_meta = load_samples(aside)
+    assert np.array_equal(kept, old_images) and kept_meta == old_meta  # nothing lost
+    assert new.shape == old_images.shape
+    info = json.loads((copy / "profile.json").read_text())
+    assert info["settings"]["sampling_clip_x0"] == changed.sampling_clip_x0
+    assert info["earlier_settings"][-1]["settings"]["sampling_clip_x0"] == smoke.sampling_clip_x0
+    # the same settings again: the samples are read back, nothing moves
+    stamp = (copy / "samples.npz").stat().st_mtime_ns
+    cli.stage_sample("A", changed, tmp_path, device="cpu", progress=False, quiet=True)
+    assert (copy / "samples.npz").stat().st_mtime_ns == stamp
+    assert len(list(copy.glob("samples_*.npz"))) == 1
+
+
 def test_time_limit_stops_with_a_checkpoint_and_the_same_call_continues(tmp_path):
     smoke = profiles.get("smoke")
     kw = dict(device="cpu", progress=False, quiet=True)
@@ -225,16 +255,28 @@ def test_reproduce_with_mitigation_reports_and_exports_it(tmp_path):
     assert scales[0] == 0.0 and g["paper_scale"] in scales and g["n"] == st.sweep_n
     for row in g["rows"]:  # each scale's samples, stored relative to mitigation/
         assert load_samples(mdir / row["samples"])[0].shape == (st.sweep_n, 32, 32, 3)
+        # the paired difference to s = 0: exactly 0 for s = 0, the reports' difference otherwise
+        d, base = row["vs_unguided"], g["rows"][0]["report"]
+        for m in ("measurable_rate", "conforming_pct"):
+            if row["scale"] == 0:
+                assert d[m]["value"] in (0.0, None), m
+            elif row["report"][m]["value"] is not None and base[m]["value"] is not None:
+                assert d[m]["value"] == pytest.approx(row["report"][m]["value"] - base[m]["value"])
 
     for report_md, folder in ((out / "report.md", out), (out / "A" / "report.md", out / "A")):
         text = report_md.read_text()
         assert "### Task A: mitigation (profile `smoke`)" in text, report_md
         assert "| kept / total |" in text and "| 0 (unguided) |" in text, report_md
+        assert "| scale | Δ measurable_rate |" in text, report_md  # the paired effect table
         links = re.findall(r"\]\(([^)]+)\)", text)
         for name in ("contrastive.png", "filter.png", "guidance.png", "mitigation.md"):
             assert any(link.endswith("mitigation/" + name) for link in links), (report_md, name)
         missing = [link for link in links if not (folder / link).is_file()]
         assert not missing, (report_md, missing)  # every link resolves from the report's folder
+
+    summary = (out / "report.md").read_text().split("## Mitigation at a glance")[1]
+    assert f"| A | guidance s = {g['paper_scale']:g} (paper's s) |" in summary
+    assert "| A | filter (" in summary and "| classifier | A ours | A paper |" in summary
 
     # a rerun reuses the trained classifiers and the guided samples, and gets the same numbers
     stamps = {p: p.stat().st_mtime_ns for p in [*mdir.glob("clf_*"), *mdir.glob("guided/*")]}

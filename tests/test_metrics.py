@@ -212,6 +212,40 @@ def test_bad_input_raises_clear_value_errors():
 # -------------------------------------------------------------------------------------------------
 
 
+def test_paired_difference_is_the_difference_of_reports_with_a_tighter_ci():
+    """Two sets sharing per-image noise (as same-seed guided and unguided samples do): the point
+    difference equals the difference of the two reports, identical sets differ by exactly 0, and
+    the paired CI is much narrower than the unpaired one (the shared noise cancels)."""
+    task = LineTask(SQRT2)
+    rng = np.random.default_rng(3)
+    n = 400
+    x = rng.uniform(0.05, 0.175, n)
+    shared = rng.normal(0.0, 0.01, n)  # the noise both sets share
+    base = {"x": x, "y": SQRT2 * x + shared}
+    other = {"x": x, "y": SQRT2 * x + shared + 0.004 + rng.normal(0.0, 0.001, n)}
+    ok_b = rng.random(n) > 0.2
+    ok_o = ok_b.copy()
+    ok_o[:40] = True  # the guided set has 40 more measurable images, at the same positions
+    d = metrics.paired_difference(task, (base, ok_b), (other, ok_o), n_boot=400, seed=1)
+    rb = metrics.rule_report(task, base, ok_b, n_boot=400, seed=1)
+    ro = metrics.rule_report(task, other, ok_o, n_boot=400, seed=1)
+    for m in ("measurable_rate", "conforming_pct", "within_5pct", "slope", "resid_std"):
+        assert value(d, m) == pytest.approx(value(ro, m) - value(rb, m), abs=1e-12)
+    width = lambda r, m: r[m]["ci"][1] - r[m]["ci"][0]  # noqa: E731
+    for m in ("intercept", "slope"):
+        # unpaired: the two CIs' widths add in quadrature; paired: shared noise cancels
+        unpaired = math.hypot(width(rb, m), width(ro, m))
+        assert width(d, m) < 0.6 * unpaired, m
+    lo, hi = d["intercept"]["ci"]
+    assert lo > 0  # the shift of 0.004 is detected (the unpaired CIs overlap)
+    assert d["measurable_rate"]["ci"][0] > 0  # 40 more measurable images: a real difference
+    same = metrics.paired_difference(task, (base, ok_b), (base, ok_b), n_boot=50)
+    for m in metrics.METRICS:
+        assert value(same, m) == 0.0 and same[m]["ci"] == [0.0, 0.0], m
+    with pytest.raises(ValueError, match="same number of images"):
+        metrics.paired_difference(task, (base, ok_b), ({"x": x[:10], "y": x[:10]}, ok_b[:10]))
+
+
 def test_format_table_sets_ours_beside_the_papers_numbers():
     reports = {}
     for name in "ABCD":

@@ -54,6 +54,28 @@ def test_resume_is_bitwise_equal_to_uninterrupted(images, tmp_path):
     assert same(states(tmp_path / "straight")[0][1], raw1)
 
 
+def test_ema_is_the_raw_weights_until_ema_start_then_their_running_average(images, tmp_path):
+    """One step per epoch and a checkpoint per epoch: raw weights w_1..w_5 after steps 0..4.
+    With ema_start = 3 and decay 0.5 the EMA is w_e for e <= 3, then (w_3 + w_4) / 2, then
+    (that + w_5) / 2 (Polyak averaging started from the raw weights)."""
+    c = cfg(epochs=5, batch_size=4, ema_start=3, ema_decay=0.5)
+    tr.train(c, images[:4], tmp_path, progress=False)
+    raw, ema = {}, {}
+    for e, ck in list_checkpoints(tmp_path):
+        raw[e] = load_model(ck, weights="raw")[0].state_dict()
+        ema[e] = load_model(ck, weights="ema")[0].state_dict()
+    assert sorted(raw) == [1, 2, 3, 4, 5]
+    for e in (1, 2, 3):
+        assert same(ema[e], raw[e]), e
+    params = [k for k, v in raw[5].items() if v.is_floating_point() and "running" not in k]
+    expect4 = {k: raw[3][k] + 0.5 * (raw[4][k] - raw[3][k]) for k in params}
+    expect5 = {k: expect4[k] + 0.5 * (raw[5][k] - expect4[k]) for k in params}
+    for k in params:
+        torch.testing.assert_close(ema[4][k], expect4[k], rtol=0, atol=1e-6)
+        torch.testing.assert_close(ema[5][k], expect5[k], rtol=0, atol=1e-6)
+    assert not same(ema[5], raw[5])
+
+
 def test_time_limit_stops_with_a_checkpoint_and_resumes(images, tmp_path):
     s = tr.train(cfg(ckpt_every=5, epochs=3), images, tmp_path, progress=False, time_limit_s=0)
     assert not s["finished"] and s["epochs"] == 1
