@@ -1,7 +1,7 @@
 """Speed of the trainer and the samplers; prints figures (never asserted by tests).
 
     python benchmarks/train.py                       # CPU: small preset, batch 16 and 128
-    python benchmarks/train.py --preset paper        # GPU: the paper's network
+    python benchmarks/train.py --preset paper --project   # GPU: + the paper protocol's time
     python benchmarks/train.py --variants            # also each CPU lever on its own
     python benchmarks/train.py --run runs/x/A        # + DDIM-50 vs DDPM rule metrics of a run
     python benchmarks/train.py --no-train --no-sample --run runs/x/A   # that check alone
@@ -119,6 +119,30 @@ def sampling_rate(preset, device, batch_size, steps, bf16=False):
     return batch_size / per_step  # image-steps per second
 
 
+def project_paper_protocol(train_rate, sample_rate, preset="paper"):
+    """Print the projected wall time of `python -m rulelib reproduce --profile paper` (all four
+    tasks: training at the paper's epochs, the main samples and the training-length sweep, all
+    DDPM-1000) from a training rate (images/s at batch 16) and a sampling rate (image-steps/s)."""
+    from rulelib import profiles, tasks
+
+    prof = profiles.get("paper")
+    total = 0.0
+    print(f"projected paper protocol at {train_rate:.0f} img/s training, "
+          f"{sample_rate:.0f} image-steps/s sampling:")  # fmt: skip
+    for name in profiles.TASK_NAMES:
+        images = prof.epochs_for(name) * (prof.train_size_for(name) or tasks.get(name).train_size)
+        s = prof.sampling(name)
+        n_samples = s.n + (prof.ckpt_count - 1) * (s.sweep_n or 0)  # main + earlier checkpoints
+        t_train, t_sample = images / train_rate, n_samples * 1000 / sample_rate
+        total += t_train + t_sample
+        print(f"  task {name}: train {images / 1e6:.1f} M images {t_train / 3600:5.2f} h, "
+              f"sample {n_samples} x 1000 steps {t_sample / 3600:5.2f} h")  # fmt: skip
+    print(f"  all four tasks: {total / 3600:.2f} h (measurement and reports add minutes)")
+    if preset != prof.preset:
+        print(f"  (rates of the {preset!r} preset; the paper profile trains {prof.preset!r})")
+    return total
+
+
 def rule_check(run_dir, n, device, batch_size):
     """DDIM-50 rule metrics against the confidence intervals of DDPM's, for a trained run."""
     from rulelib import tasks
@@ -192,6 +216,7 @@ def main(argv=None):
     p.add_argument("--no-train", action="store_true", help="skip the training comparison")
     p.add_argument("--run", default=None, help="a trained task run folder: DDIM-50 vs DDPM check")
     p.add_argument("--run-n", type=int, default=512, help="samples per method for --run")
+    p.add_argument("--project", action="store_true", help="projected time of the paper protocol")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -222,6 +247,7 @@ def main(argv=None):
         if unknown:
             p.error(f"unknown variants {unknown}; expected some of {sorted(variants)}")
         variants = {v: variants[v] for v in ["default", *a.only] if v in variants}
+    train16 = None
     for bs in [] if a.no_train else a.batches:
         rates: dict[str, list[float]] = {"reference": []} | {v: [] for v in variants}
         for _ in range(a.repeats):
@@ -231,6 +257,8 @@ def main(argv=None):
             for v, over in variants.items():
                 rates[v].append(ours(preset, images, bs, steps, warmup, device, **over)[0])
         ref = statistics.median(rates["reference"])
+        if bs == 16:
+            train16 = statistics.median(rates["default"])
         ema_note = "without EMA" if a.no_ref_ema else "with EMAModel"
         print(f"batch {bs:4d}: reference ({ema_note}) {ref:8.1f} img/s")
         for v in variants:
@@ -239,12 +267,21 @@ def main(argv=None):
         sys.stdout.flush()
     if gpu:
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    sample32 = None  # fp32 image-steps/s: what `python -m rulelib sample` runs
     if not a.no_sample:
         for bf16 in (False, True) if a.variants or gpu else (False,):
             r = sampling_rate(preset, device, a.sample_batch, a.sample_steps, bf16=bf16)
+            sample32 = sample32 or r
             print(f"sampling batch {a.sample_batch}{' bf16' if bf16 else ''}: "
                   f"DDPM-1000 {r / 1000:.3f} img/s, DDIM-50 {r / 50:.2f} img/s "
                   f"({r:.0f} image-steps/s over {a.sample_steps} steps)")  # fmt: skip
+        if gpu:
+            peak = torch.cuda.max_memory_allocated() / 2**30
+            print(f"peak GPU memory with sampling: {peak:.2f} GiB")
+    if a.project:
+        if train16 is None or sample32 is None:
+            p.error("--project needs batch 16 among --batches and sampling (no --no-sample)")
+        project_paper_protocol(train16, sample32, preset)
     if a.run:
         print(f"rule metrics, DDIM-50 against DDPM, {a.run_n} samples each, run {a.run}:")
         rule_check(a.run, a.run_n, device, a.sample_batch)
