@@ -124,6 +124,29 @@ def test_changed_sampler_settings_move_samples_aside_and_are_recorded(smoke_run,
     assert len(list(copy.glob("samples_*.npz"))) == 1
 
 
+def test_partial_samples_of_other_settings_are_moved_aside_whole(tmp_path):
+    """An interrupted draw (a .parts folder) made with other settings moves aside as a folder,
+    chunks and settings kept; samples with the expected settings stay where they are."""
+    path = tmp_path / "samples.npz"
+    parts = tmp_path / "samples.parts"
+    parts.mkdir()
+    old = {"n": 32, "seed": 0, "method": "ddim", "steps": 50, "epoch": 4}
+    (parts / "settings.json").write_text(json.dumps(old))
+    np.save(parts / "chunk_000000.npy", np.zeros((16, 32, 32, 3), np.uint8))
+    cli._set_aside(path, old, quiet=True)  # same settings: nothing moves
+    assert parts.is_dir()
+    cli._set_aside(path, {**old, "steps": 100}, quiet=True)
+    (moved,) = tmp_path.glob("samples_*.parts")
+    assert moved.name.startswith("samples_ddim50-") and not parts.exists()
+    assert json.loads((moved / "settings.json").read_text()) == old
+    assert (moved / "chunk_000000.npy").is_file()
+    # another checkpoint: named by the old epoch
+    parts.mkdir()
+    (parts / "settings.json").write_text(json.dumps(old))
+    cli._set_aside(path, {**old, "epoch": 8}, quiet=True)
+    assert (tmp_path / "samples_epoch00004.parts" / "settings.json").is_file()
+
+
 def test_time_limit_stops_with_a_checkpoint_and_the_same_call_continues(tmp_path):
     smoke = profiles.get("smoke")
     kw = dict(device="cpu", progress=False, quiet=True)
