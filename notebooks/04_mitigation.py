@@ -304,6 +304,7 @@ for name, path in RUNS.items():
 # scale starts each image from the same noise as its unguided twin, the "effect of guidance" table
 # gives each metric's change with a paired-bootstrap interval, far narrower than comparing the two
 # rows' intervals. On the committed `quick` runs none of the paper's scales moves rule-conforming %
-# outside its interval; the few starred cells are about as many as 95 % intervals give by chance.
+# outside its interval; the starred cells show what guidance does change there: a tighter scatter
+# on C, a larger fit bias on B and D (results/quick/README.md).
 # The theory above predicts small gains: a classifier trained on contrastive pixels is a nearly
 # linear, weakly aligned detector of the fine rule, and guidance with it mostly shifts a marginal.
