@@ -183,19 +183,20 @@ def rule_check(run_dir, n, device, batch_size):
 
 
 def run_sampling(run_dir):
-    """(weights, clip_x0) the run's own samples use: from the profile of a `python -m rulelib`
-    run folder (profile.json), else the training config's weights and no clipping."""
+    """(weights, clip_x0) the run's own samples use: its profile's sampler for a `python -m
+    rulelib` run folder (rulelib.cli.run_identity), else the training config's weights, no
+    clipping."""
+    from rulelib.cli import RunError, run_identity
+
     run_dir = Path(run_dir)
+    cfg_file = run_dir / "config.json"
+    cfg = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
     try:
-        settings = json.loads((run_dir / "profile.json").read_text())["settings"]
-        return settings["sampling_weights"], bool(settings.get("sampling_clip_x0", False))
-    except (OSError, ValueError, KeyError):
-        pass
-    try:
-        cfg = json.loads((run_dir / "config.json").read_text())
+        profile, _ = run_identity(run_dir)
+    except RunError:
         return cfg.get("sample_weights", "raw"), False
-    except (OSError, ValueError):
-        return "raw", False
+    sampling = profile.sampling(cfg.get("task", run_dir.name))
+    return sampling.weights, sampling.clip_x0
 
 
 def main(argv=None):

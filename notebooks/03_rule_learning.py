@@ -151,7 +151,7 @@ fig, axes = plt.subplots(1, len(entries), figsize=(4.3 * len(entries), 4.3), squ
 for ax, (t, e) in zip(axes[0], entries.items()):
     task = tasks.get(t)
     prof = profiles.get(e["profile"])
-    train_images, _ = cli.training_set(t, prof, e["seed"])
+    train_images, _ = prof.training_set(t, e["seed"])
     images, _ = load_samples(RUN / t / "samples.npz")
     tf, tok = task.measure(train_images)
     gf, gok = task.measure(images)

@@ -35,7 +35,9 @@ other settings are moved aside (samples_<method><steps>-<hash>.npz) and redrawn,
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
+import json
 import shlex
 import sys
 import time
@@ -98,8 +100,6 @@ def check_run_identity(tdir: Path, profile: profiles.Profile, seed: int) -> None
     The profile's settings are recorded as they are now: when the profile's definition changed
     since the folder was made (e.g. a new sampler for `quick`), "settings" is updated and the
     earlier settings are kept under "earlier_settings" with the time they were replaced."""
-    import json
-
     pfile = tdir / "profile.json"
     now = json.loads(json.dumps(profile.to_dict()))  # as read back (tuples become lists)
     if not pfile.exists():
@@ -129,21 +129,6 @@ def run_identity(tdir: Path) -> tuple[profiles.Profile, int]:
     return profiles.get(info["profile"]), int(info["seed"])
 
 
-def training_set(task_name: str, profile: profiles.Profile, seed: int):
-    """(uint8 images, truth features) the profile trains on: the task's dataset or a smaller one."""
-    from rulelib import tasks
-
-    task = tasks.get(task_name)
-    size = profile.train_size_for(task_name)
-    if size is None:
-        return task.dataset(seed)
-    return task.sample(size, seed)
-
-
-# --------------------------------------------------------------------------------------------------
-# Stages
-
-
 def stage_train(
     task_name,
     profile,
@@ -170,7 +155,7 @@ def stage_train(
     if ckpts and ckpts[-1][0] >= cfg.epochs:
         _say(f"[{task_name}] training finished earlier (epoch {ckpts[-1][0]}); skipped", quiet)
         return ckpts[-1][0]
-    images, _ = training_set(task_name, profile, seed)
+    images, _ = profile.training_set(task_name, seed)
     start = f"resuming from epoch {ckpts[-1][0]}" if ckpts else "from scratch"
     _say(f"[{task_name}] training {cfg.epochs} epochs on {len(images)} images, {start}", quiet)
     t0 = time.perf_counter()
@@ -250,9 +235,8 @@ def stage_sample(
         tdir, settings, n, path, seed=seed, device=device, progress=progress, quiet=quiet,
         label=f"[{task_name}] ",
     )  # fmt: skip
-    if reused:
-        return images
-    _add_time(tdir, "sample", time.perf_counter() - t0)
+    if not reused:
+        _add_time(tdir, "sample", time.perf_counter() - t0)
     return images
 
 
@@ -275,9 +259,6 @@ def _set_aside(path: Path, expected: dict, quiet: bool) -> None:
     The old files keep their settings inside; they go to `<stem>_epochXXXXX` when they came from
     another checkpoint, else to `<stem>_<method><steps>-<hash of their settings>` (a counter is
     added if that name is taken)."""
-    import hashlib
-    import json
-
     from rulelib import sample as sampler
 
     old = sampler.stored_settings(path)
@@ -384,7 +365,7 @@ def stage_evaluate(task_name, out, *, command=None, quiet=False):
     settings = profile.sampling(task_name)
     old = report.read_json(tdir / "metrics.json") if (tdir / "metrics.json").exists() else {}
     cfg = report.read_json(tdir / "config.json") if (tdir / "config.json").exists() else {}
-    train_images, _ = training_set(task_name, profile, seed)
+    train_images, _ = profile.training_set(task_name, seed)
     from rulelib import tasks
 
     train = tasks.get(task_name).measure(train_images)

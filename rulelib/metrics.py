@@ -284,6 +284,16 @@ def _stats(x, y, coarse, k: float, trim: str, idx=None) -> dict[str, np.ndarray]
     return out
 
 
+def _check_bootstrap(n_boot, level, trim) -> None:
+    """Raise ValueError naming a bad bootstrap option (rule_report, paired_difference)."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 0:
+        raise ValueError(f"n_boot must be an int >= 0, got {n_boot!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if trim not in TRIM_MODES:
+        raise ValueError(f"trim must be one of {TRIM_MODES}, got {trim!r}")
+
+
 def rule_report(
     task,
     features: Mapping,
@@ -314,12 +324,7 @@ def rule_report(
     intervals.  The biases are absolute values, so near a perfect fit their point values and CIs
     sit slightly above 0 (|noise| > 0); read them against the CIs of slope and intercept.
     """
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 0:
-        raise ValueError(f"n_boot must be an int >= 0, got {n_boot!r}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
-    if trim not in TRIM_MODES:
-        raise ValueError(f"trim must be one of {TRIM_MODES}, got {trim!r}")
+    _check_bootstrap(n_boot, level, trim)
     k = float(task.k)
     x, y, coarse = measured_xy(task, features, ok)
     ok = np.asarray(ok)
@@ -381,8 +386,7 @@ def paired_difference(
 
     Returns {"n", "n_boot", "seed", and for each name in METRICS {"value": other - base, "ci"}}.
     """
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 0:
-        raise ValueError(f"n_boot must be an int >= 0, got {n_boot!r}")
+    _check_bootstrap(n_boot, level, trim)
     k = float(task.k)
     sets = []
     for features, ok in (base, other):

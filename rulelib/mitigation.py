@@ -328,7 +328,6 @@ def run(task, run_dir, profile, *, device=None, seed: int = 0, quiet: bool = Fal
     from rulelib import profiles, report, tasks
     from rulelib import sample as sampler
     from rulelib import train as trainer
-    from rulelib.cli import training_set
 
     task = tasks.get(task) if isinstance(task, str) else task
     st = settings_for(profile)
@@ -365,7 +364,7 @@ def run(task, run_dir, profile, *, device=None, seed: int = 0, quiet: bool = Fal
         out.setdefault("accuracy", {})[arch] = info["test_accuracy"]
 
     # 2. Filtering the run's generated samples (beside the training set the run was trained on).
-    train_imgs, _ = training_set(task.name, profile, seed)
+    train_imgs, _ = profile.training_set(task.name, seed)
     train = task.measure(train_imgs)
     samples_path = tdir / "samples.npz"
     if samples_path.exists():

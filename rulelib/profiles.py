@@ -87,6 +87,15 @@ class Profile:
             return None
         return self._per_task(self.train_size, task)
 
+    def training_set(self, task: str, seed: int = 0):
+        """(uint8 images, truth features) this profile trains on: the task's dataset, or a
+        smaller sample of the same task when `train_size` says so."""
+        from rulelib import tasks
+
+        size = self.train_size_for(task)
+        t = tasks.get(task)
+        return t.dataset(seed) if size is None else t.sample(size, seed)
+
     def epochs_for(self, task: str) -> int:
         """Training epochs for the task."""
         if self.epochs is None:

@@ -168,14 +168,12 @@ def sample_settings(
     meta: dict | None = None,
 ) -> dict:
     """The settings `sample` records with (and checks against) resumable output: everything that
-    decides the images.  steps None: T for DDPM, 50 for DDIM (as `sample`)."""
-    if steps is None:
-        steps = schedule.T if method == "ddpm" else 50
+    decides the images.  steps: DDPM always runs T; DDIM `steps` (None: 50, as `sample`)."""
     return {
         "n": n,
         "seed": int(seed),
         "method": method,
-        "steps": len(ddim_timesteps(schedule.T, steps)) if method == "ddim" else schedule.T,
+        "steps": schedule.T if method == "ddpm" else 50 if steps is None else int(steps),
         "eta": float(eta) if method == "ddim" else None,
         "noise_chunk": noise_chunk,
         "clip_x0": bool(clip_x0),

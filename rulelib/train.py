@@ -30,6 +30,7 @@ ever continued.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -184,8 +185,6 @@ def _attention_backend(device: torch.device, bf16: bool):
     flash-attention backward is about 12x slower than its math path for the small preset's
     8x8-token attention (19 ms against 1.6 ms a step of batch 16, torch.profiler on this 2-core
     CPU), so the math backend (matmul + softmax, the same function) is chosen there."""
-    import contextlib
-
     if device.type == "cpu" and bf16:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
