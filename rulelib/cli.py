@@ -163,6 +163,9 @@ def stage_train(
         cfg, images, tdir, resume=True, progress=progress, time_limit_s=time_limit_s
     )
     _add_time(tdir, "train", time.perf_counter() - t0)
+    if summary.get("steps", 0) > summary.get("start_step", 0):  # how this call trained
+        keep = ("device", "precision", "compile", "channels_last", "images_per_s_steady")
+        report.atomic_write_json(tdir / "train_summary.json", {k: summary.get(k) for k in keep})
     ckpts = trainer.list_checkpoints(tdir)
     if not ckpts:
         raise RunError(f"training of {tdir} ended without writing a checkpoint")
@@ -378,6 +381,11 @@ def stage_evaluate(task_name, out, *, command=None, quiet=False):
         "n_train_images": int(len(train_images)),
         **provenance(command),
         "timings_s": _timings(tdir),
+        **(
+            {"trainer": report.read_json(tdir / "train_summary.json")}
+            if (tdir / "train_summary.json").exists()
+            else {}
+        ),  # fmt: skip
         **({"sweep": old["sweep"]} if "sweep" in old else {}),
     }
     entry = evaluate_images(

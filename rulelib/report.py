@@ -388,6 +388,14 @@ def task_markdown(
             f"- **training incomplete**: these samples come from epoch {entry['epoch']} of the "
             f"profile's {cfg['epochs']} (training was stopped early, e.g. by --time-limit)"
         )
+    trainer = entry.get("trainer")
+    if trainer:  # rulelib.cli.stage_train's train_summary.json
+        rate = trainer.get("images_per_s_steady")
+        lines.append(
+            f"- trainer: {trainer.get('precision')} on {trainer.get('device')}, "
+            f"{'compiled' if trainer.get('compile') else 'eager'}"
+            + (f", {rate:.0f} images/s" if rate else "")
+        )
     timings = entry.get("timings_s") or {}
     if timings:
         lines.append(

@@ -43,6 +43,10 @@ def test_reproduce_writes_every_result(smoke_run):
     assert m["train"]["n"] == smoke.train_size_for("A")
     assert m["train"]["conforming_pct"]["value"] >= 99.0
     assert m == json.loads(json.dumps(entries["A"]))  # what reproduce returned is what it wrote
+    # how the trainer ran (train.train's summary): smoke runs are too short to compile on CPU
+    assert m["trainer"] == json.loads((a / "train_summary.json").read_text())
+    assert m["trainer"]["device"] == "cpu" and m["trainer"]["compile"] is False
+    assert m["trainer"]["precision"] in ("bf16 copy", "fp32")
 
     rows = (a / "sweep.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,n,") and len(rows) == 1 + len(epochs)
@@ -51,6 +55,7 @@ def test_reproduce_writes_every_result(smoke_run):
     text = (out / "report.md").read_text()
     assert "| metric | A ours | A paper |" in text and "75.53" in text  # paper's number beside ours
     assert "smoke" in text and "What this profile can and cannot show" in text
+    assert f"- trainer: {m['trainer']['precision']} on cpu, eager" in (a / "report.md").read_text()
 
 
 def test_rerun_resumes_without_redoing_work(smoke_run):

@@ -183,3 +183,129 @@ def test_out_of_memory_is_reraised_with_advice(images, tmp_path, monkeypatch):
 def test_bad_images(tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         tr.train(cfg(), np.zeros((4, 32, 32, 3), np.float32), tmp_path, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The CPU bf16 path: a bf16 copy of the network against fp32 master weights (train.Bf16Copy)
+
+
+def _autocast_grads(model, x_t, t, noise):
+    with torch.autocast("cpu", torch.bfloat16), tr._attention_backend(torch.device("cpu"), True)():
+        loss = torch.nn.functional.mse_loss(model(x_t, t).float(), noise)
+    loss.backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def test_bf16_copy_gradients_are_autocasts_to_the_bit():
+    torch.manual_seed(0)
+    model = unet.build("tiny")
+    with torch.no_grad():  # GroupNorm affine values that bf16 cannot hold exactly
+        for m in model.modules():
+            if isinstance(m, torch.nn.GroupNorm):
+                m.weight.add_(torch.randn_like(m.weight) * 0.1)
+    g = torch.Generator().manual_seed(1)
+    x_t, noise = torch.randn(8, 3, 32, 32, generator=g), torch.randn(8, 3, 32, 32, generator=g)
+    t = torch.randint(0, 1000, (8,), generator=g)
+    expected = _autocast_grads(model, x_t, t, noise)
+
+    copy = tr.Bf16Copy(model)
+    for m in copy.modules():  # the master's exact GroupNorm values, in fp32
+        if isinstance(m, torch.nn.GroupNorm):
+            assert m.weight.dtype == torch.float32
+    with tr._attention_backend(torch.device("cpu"), True)():
+        loss = torch.nn.functional.mse_loss(copy(x_t, t).float(), noise)
+    loss.backward()
+    master = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    copy.grads_to(master)
+    assert all(p.grad is None for p in copy.parameters())
+    for p, e in zip(master, expected, strict=True):
+        assert p.grad.dtype == torch.float32 and torch.equal(p.grad, e)
+
+
+def test_cpu_bf16_training_is_an_autocast_loop_to_the_bit(images, tmp_path):
+    """The trainer's eager bf16 copy against a plain autocast loop: equal weights after 3 steps."""
+    c = cfg(epochs=1, bf16=True, compile=False, device="cpu")
+    s = tr.train(c, images, tmp_path, progress=False)
+    assert s["precision"] == "bf16 copy" and not s["compile"]
+    torch.manual_seed(c.seed)
+    model = unet.build(c.preset)
+    opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay, fused=True)
+    gen = torch.Generator().manual_seed(c.seed)
+    schedule, data = c.schedule(), tr.images_to_tensor(images)
+    perm = torch.randperm(len(data), generator=gen)
+    for i in range(0, len(data), c.batch_size):
+        with torch.autocast("cpu", torch.bfloat16), tr._attention_backend(data.device, True)():
+            loss = schedule.loss(model, data[perm[i : i + c.batch_size]], gen)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    assert same(load_model(tmp_path)[0].state_dict(), model.state_dict())
+
+
+def test_a_miscompiled_network_is_caught_and_the_run_trains_eagerly(images, tmp_path, monkeypatch):
+    """train.check_compiled compares the compiled gradients with eager ones before training: a
+    "compiler" whose network passes no gradient to the weights is rejected with a warning, and the
+    run is the eager run, to the bit."""
+
+    class NoGrad(torch.nn.Module):  # the forward of `net`, with every gradient cut off
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x, t):
+            return self.net(x, t).detach().requires_grad_()
+
+    eager = tr.train(cfg(epochs=1, compile=False), images, tmp_path / "eager", progress=False)
+    assert eager["compile_rejected"] is None
+    monkeypatch.setattr(tr.torch, "compile", lambda net, **kw: NoGrad(net))
+    with pytest.warns(RuntimeWarning, match="torch.compile rejected .* all zero for"):
+        s = tr.train(cfg(epochs=1, compile=True), images, tmp_path / "bad", progress=False)
+    assert s["compile"] is False and "all zero" in s["compile_rejected"]
+    assert same(states(tmp_path / "bad")[0][1], states(tmp_path / "eager")[0][1])
+    assert not tr.compile_pays(torch.device("cpu")) and tr.compile_pays(torch.device("cuda"))
+
+
+@pytest.mark.skipif(not tr.shutil.which("g++"), reason="inductor needs a C++ compiler")
+def test_compiled_bf16_copy_trains_like_eager(images, tmp_path):
+    """torch.compile fuses the bf16 copy's kernels, so its rounding differs from eager's. After 3
+    AdamW steps the compiled run must be as close to the eager bf16 run as that is to fp32 (here
+    both distances are ~7.5 % of how far the weights moved; 1.5x of it is allowed)."""
+    runs, settings = (
+        {},
+        {
+            "fp32": dict(bf16=False, compile=False),
+            "bf16": dict(bf16=True, compile=False),
+            "compiled": dict(bf16=True, compile=True),
+        },
+    )
+    for name, kw in settings.items():
+        s = tr.train(cfg(epochs=1, device="cpu", **kw), images, tmp_path / name, progress=False)
+        assert s["compile"] is kw["compile"] and s["compile_rejected"] is None
+        runs[name] = load_model(tmp_path / name)[0].state_dict()
+
+    def dist(a, b):
+        return sum(float((a[k] - b[k]).norm() ** 2) for k in a) ** 0.5
+
+    torch.manual_seed(0)
+    moved = dist(runs["bf16"], unet.build("tiny").state_dict())
+    assert 0 < dist(runs["compiled"], runs["bf16"]) < 1.5 * dist(runs["bf16"], runs["fp32"])
+    assert dist(runs["bf16"], runs["fp32"]) < 0.2 * moved
+
+
+def test_bf16_copy_leaves_an_unused_parameter_alone(images, tmp_path, monkeypatch):
+    """A parameter the step does not use has no gradient: AdamW must skip it (no weight decay),
+    as it does under autocast, rather than see a zero gradient."""
+
+    def build(preset):
+        model = BUILD("tiny")
+        model.unused = torch.nn.Parameter(torch.ones(3))
+        return model
+
+    monkeypatch.setattr(unet, "build", build)
+    c = cfg(epochs=1, bf16=True, compile=False, device="cpu")
+    tr.train(c, images, tmp_path, progress=False)
+    weights = load_model(tmp_path)[0].state_dict()
+    torch.manual_seed(0)  # the trainer's initial weights
+    init = build("tiny").state_dict()
+    assert torch.equal(weights["unused"], torch.ones(3))
+    assert not torch.equal(weights["net.conv_in.weight"], init["net.conv_in.weight"])
