@@ -15,13 +15,14 @@ Speed (what the loop does and why):
 - bf16 is on by default where it pays (CUDA; CPUs with AMX, `bf16_pays`). On CUDA it is autocast.
   On CPU the step runs a bf16 copy of the network (`Bf16Copy`) against fp32 master weights: the
   same arithmetic as CPU autocast (the gradients are bitwise those of autocast, a test checks it)
-  without autocast's per-step weight casts (1.44x the diffusers-example loop at batch 16 on 2
-  cores, `benchmarks/train.py`); the attention uses PyTorch's math kernel there
-  (`_attention_backend`);
-- torch.compile (static shapes) is on by default only on CUDA (`compile_pays`: on CPU, inductor
-  miscompiled the small preset's backward); every compiled run first checks that the compiled
-  network gives the eager gradients on one batch and trains eagerly if not (`check_compiled`);
-  channels_last: on by default only on CUDA (no gain on a 2-core CPU);
+  without autocast's per-step weight casts (eager 1.43x the diffusers-example loop at batch 16 on
+  2 cores, 1.51-1.53x with its regions compiled, `benchmarks/train.py`); the attention uses
+  PyTorch's math kernel there (`_attention_backend`);
+- torch.compile (static shapes) is on by default on CUDA, and on CPU for long runs
+  (`compile_pays`), there region by region (`CompiledRegions`: compiled whole, inductor
+  miscompiled the small preset's backward on CPU); every compiled run first checks that it gives
+  the eager gradients on one batch, and trains eagerly if not (`check_compiled`); channels_last:
+  on by default only on CUDA (no gain on a 2-core CPU);
 - the loss is accumulated on the device; the host reads it (a synchronisation) only every
   `log_every` steps, for the progress bar and the NaN check.
 
@@ -207,10 +208,9 @@ class Bf16Copy(torch.nn.Module):
     parameters. This copy does the same arithmetic with the weights stored in bf16 once (GroupNorm
     kept in fp32, the input cast to bf16 here), so each step skips autocast's casts of every weight
     and of every weight's gradient, and torch.compile sees a graph without casts, which it fuses
-    far better (small preset, batch 16, one step on 2 cores: autocast ~112 images/s eager and ~124
-    compiled, this copy ~115 eager and ~170 compiled; but see `compile_pays`: on CPU the compiled
-    gradients were wrong). Its gradients equal autocast's to the bit (tested), so a run with this
-    copy is the autocast run.
+    far better (small preset, batch 16, one step on 2 cores: autocast ~112 images/s, this copy
+    ~115; compiled whole ~124 and ~170, but with wrong gradients, see CPU_COMPILE_REGIONS). Its
+    gradients equal autocast's to the bit (tested), so a run with this copy is the autocast run.
 
     The trainer keeps the fp32 `model` as the master weights (optimizer, EMA, checkpoints):
     `grads_to(master)` after the backward pass, `load_from(master)` after the optimizer step."""
@@ -247,17 +247,68 @@ class Bf16Copy(torch.nn.Module):
         torch._foreach_copy_(self._params, master)
 
 
-def compile_pays(device: torch.device) -> bool:
-    """Whether torch.compile is on by default: on CUDA only. On CPU, inductor (torch 2.13) made
-    the bf16 copy of the small preset 1.26x faster at batch 16 but returned zero gradients for 138
-    of its 184 parameters (every block below the first upsampler; aot_eager was right), so a CPU
-    run stays eager; `check_compiled` guards every compiled run against such a miscompilation."""
-    return device.type == "cuda"
+# On CPU the network is compiled region by region: each residual block and attention layer on
+# its own (diffusers' ResnetBlock2D and Attention; the paper preset's DoubleConv and
+# SelfAttention). Compiling the whole small preset, inductor (torch 2.13, CPU) returned zero
+# gradients for 138 of its 184 parameters (every block below the first upsampler; aot_eager was
+# right), while the regions compiled one by one give the eager gradients (within 0.5 %, bf16) and
+# make the bf16 copy's step ~8 % faster at batch 16 on 2 cores (163 -> 173 images/s).
+CPU_COMPILE_REGIONS = ("ResnetBlock2D", "Attention", "DoubleConv", "SelfAttention")
+# A cold compilation of those regions took ~55 s on 2 cores for ~8 ms saved a step (batch 16):
+# it repays after ~7000 steps (inductor's on-disk cache makes later compilations take seconds).
+# The quick profile's ~2000-step runs stay eager; a paper-length run (100 000+ steps) compiles.
+CPU_COMPILE_MIN_STEPS = 10_000
 
 
-def check_compiled(net, fwd, schedule: Schedule, x0: torch.Tensor, autocast: bool, attention):
-    """None if the compiled `fwd` gives the gradients of the eager `net` on x0 (one batch, noise
-    and t from a fixed seed), else the reason it does not. Tolerances: the whole gradient within
+def compile_pays(device: torch.device, steps_left: int) -> bool:
+    """Whether torch.compile is on by default: on CUDA (the whole network); on CPU (by regions,
+    `CompiledRegions`) for a run with at least CPU_COMPILE_MIN_STEPS steps left, when the C++
+    compiler inductor calls (`$CXX`, else g++) is installed. `check_compiled` guards every
+    compiled run against a miscompilation."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu" or steps_left < CPU_COMPILE_MIN_STEPS:
+        return False
+    return shutil.which(os.environ.get("CXX", "g++")) is not None
+
+
+class CompiledRegions:
+    """torch.compile applied to the forward of each module of `net` whose class is named in
+    `names` (in place: `net` itself then runs them compiled). `eager()` is a context in which they
+    run eagerly again (for `check_compiled`); `remove()` undoes the compilation for good."""
+
+    def __init__(self, net: torch.nn.Module, names=CPU_COMPILE_REGIONS):
+        self.modules = [m for m in net.modules() if type(m).__name__ in names]
+        # Instances of one class share one code object, and dynamo keeps at most
+        # `recompile_limit` (8) graphs per code object before running the rest eagerly: one per
+        # region and batch shape is needed here.
+        limit = 2 * len(self.modules) + 8
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+        for m in self.modules:
+            m.forward = torch.compile(m.forward, dynamic=False)  # an instance attribute
+
+    def remove(self) -> None:
+        for m in self.modules:
+            m.__dict__.pop("forward", None)  # back to the class's forward
+
+    @contextlib.contextmanager
+    def eager(self):
+        compiled = [m.__dict__.get("forward") for m in self.modules]
+        self.remove()
+        try:
+            yield
+        finally:
+            for m, f in zip(self.modules, compiled, strict=True):
+                if f is not None:
+                    m.forward = f
+
+
+def check_compiled(
+    net, fwd, schedule: Schedule, x0: torch.Tensor, autocast: bool, attention, eager=None
+):
+    """None if the compiled `fwd` gives the gradients of the eager `net` (run inside the context
+    `eager()` when given, for `CompiledRegions`) on x0 (one batch, noise and t from a fixed seed),
+    else the reason it does not. Tolerances: the whole gradient within
     5 % (bf16 rounding differences between fused and unfused kernels are ~0.5 %), and no
     parameter whose eager gradient is nonzero with an all-zero compiled one. Gradients are
     cleared afterwards; the training generator is not touched."""
@@ -267,8 +318,8 @@ def check_compiled(net, fwd, schedule: Schedule, x0: torch.Tensor, autocast: boo
     x_t = schedule.q_sample(x0, t, noise)
     params = [p for p in net.parameters() if p.requires_grad]
     grads = []
-    for f in (net, fwd):
-        with torch.autocast(x0.device.type, torch.bfloat16, enabled=autocast), attention():
+    for f, mode in ((net, eager or contextlib.nullcontext), (fwd, contextlib.nullcontext)):
+        with torch.autocast(x0.device.type, torch.bfloat16, enabled=autocast), attention(), mode():
             loss = torch.nn.functional.mse_loss(f(x_t, t).float(), noise.float())
         loss.backward()
         grads.append([torch.zeros_like(p, dtype=torch.float32) if p.grad is None
@@ -526,7 +577,8 @@ def train(
     # Written only now that every check has passed; it may differ from the old one only in
     # RESUME_FREE_KEYS (e.g. a longer run). Each checkpoint keeps its own copy.
     atomic.write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
-    use_compile = compile_pays(device) if cfg.compile is None else cfg.compile
+    steps_left = max(cfg.epochs * steps_per_epoch - step, 0)
+    use_compile = compile_pays(device, steps_left) if cfg.compile is None else cfg.compile
     model.train()
     # The module the step calls: the fp32 model itself, or its bf16 copy whose gradients go back
     # to the fp32 master weights (`model`) that the optimizer, the EMA and checkpoints hold.
@@ -534,7 +586,11 @@ def train(
     # dynamic=False: a static graph per batch shape (the full batch and an epoch's last, partial
     # one) rather than one dynamic-shape graph, which ran the small preset at batch 128 at 143
     # images/s against 259 on a 2-core CPU.
-    fwd = torch.compile(net, dynamic=False) if use_compile else net
+    fwd, regions = net, None
+    if use_compile and on_cuda:
+        fwd = torch.compile(net, dynamic=False)
+    elif use_compile:  # on CPU region by region (CPU_COMPILE_REGIONS says why)
+        regions = CompiledRegions(net)
     attention = _attention_backend(device, bf16)
     autocast = bf16 and not bf16_copy
     compile_rejected = None
@@ -543,8 +599,9 @@ def train(
         # traces through and warns about; the check is a constant, so say nothing.
         warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_")
         compile_rejected = check_compiled(
-            net, fwd, schedule, data[: cfg.batch_size], autocast, attention
-        )
+            net, fwd, schedule, data[: cfg.batch_size], autocast, attention,
+            regions.eager if regions else None,
+        )  # fmt: skip
         if compile_rejected:
             warnings.warn(
                 f"torch.compile rejected on {device}: {compile_rejected}; training eagerly",
@@ -552,6 +609,8 @@ def train(
                 stacklevel=2,
             )
             fwd, use_compile = net, False
+            if regions:
+                regions.remove()
     summary = {
         "run_dir": str(run_dir), "preset": cfg.preset, "params": unet.n_params(model),
         "device": str(device), "bf16": bf16,

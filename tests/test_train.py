@@ -1,5 +1,6 @@
 """The trainer: bitwise resumption, checkpoints, and every refusal of bad input."""
 
+import contextlib
 import json
 
 import numpy as np
@@ -242,27 +243,42 @@ def test_cpu_bf16_training_is_an_autocast_loop_to_the_bit(images, tmp_path):
     assert same(load_model(tmp_path)[0].state_dict(), model.state_dict())
 
 
+def _cut(fn, **kw):
+    """A stand-in for torch.compile that miscompiles: fn's output, with every gradient cut off."""
+    return lambda *a, **k: fn(*a, **k).detach().requires_grad_()
+
+
 def test_a_miscompiled_network_is_caught_and_the_run_trains_eagerly(images, tmp_path, monkeypatch):
     """train.check_compiled compares the compiled gradients with eager ones before training: a
-    "compiler" whose network passes no gradient to the weights is rejected with a warning, and the
-    run is the eager run, to the bit."""
-
-    class NoGrad(torch.nn.Module):  # the forward of `net`, with every gradient cut off
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x, t):
-            return self.net(x, t).detach().requires_grad_()
-
+    compiled network that passes no gradient back is rejected with a warning, and the run is the
+    eager run, to the bit (on CPU the network is compiled by regions, train.CompiledRegions)."""
     eager = tr.train(cfg(epochs=1, compile=False), images, tmp_path / "eager", progress=False)
     assert eager["compile_rejected"] is None
-    monkeypatch.setattr(tr.torch, "compile", lambda net, **kw: NoGrad(net))
+    monkeypatch.setattr(tr.torch, "compile", _cut)
     with pytest.warns(RuntimeWarning, match="torch.compile rejected .* all zero for"):
         s = tr.train(cfg(epochs=1, compile=True), images, tmp_path / "bad", progress=False)
     assert s["compile"] is False and "all zero" in s["compile_rejected"]
     assert same(states(tmp_path / "bad")[0][1], states(tmp_path / "eager")[0][1])
-    assert not tr.compile_pays(torch.device("cpu")) and tr.compile_pays(torch.device("cuda"))
+
+
+def test_check_compiled_on_a_whole_network():
+    """The CUDA path compiles the whole network: check_compiled(net, torch.compile(net), ...)."""
+    torch.manual_seed(0)
+    net, c = unet.build("tiny"), cfg()
+    x0 = torch.rand(4, 3, 32, 32) * 2 - 1
+    args = (c.schedule(), x0, False, contextlib.nullcontext)
+    assert tr.check_compiled(net, net, *args) is None  # the same function: accepted
+    assert "all zero" in tr.check_compiled(net, _cut(net), *args)
+    assert all(p.grad is None for p in net.parameters())  # the check leaves no gradients
+
+
+def test_compile_pays_on_cuda_and_on_long_cpu_runs_with_a_compiler(monkeypatch):
+    cpu, n = torch.device("cpu"), tr.CPU_COMPILE_MIN_STEPS
+    monkeypatch.setattr(tr.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert tr.compile_pays(cpu, n) and not tr.compile_pays(cpu, n - 1)
+    assert tr.compile_pays(torch.device("cuda"), 1)
+    monkeypatch.setattr(tr.shutil, "which", lambda name: None)  # no C++ compiler for inductor
+    assert not tr.compile_pays(cpu, 10 * n)
 
 
 @pytest.mark.skipif(not tr.shutil.which("g++"), reason="inductor needs a C++ compiler")
