@@ -307,20 +307,17 @@ def check_compiled(
     net, fwd, schedule: Schedule, x0: torch.Tensor, autocast: bool, attention, eager=None
 ):
     """None if the compiled `fwd` gives the gradients of the eager `net` (run inside the context
-    `eager()` when given, for `CompiledRegions`) on x0 (one batch, noise and t from a fixed seed),
-    else the reason it does not. Tolerances: the whole gradient within
-    5 % (bf16 rounding differences between fused and unfused kernels are ~0.5 %), and no
-    parameter whose eager gradient is nonzero with an all-zero compiled one. Gradients are
-    cleared afterwards; the training generator is not touched."""
-    g = torch.Generator(device=x0.device).manual_seed(20251128)
-    t = torch.randint(0, schedule.T, (x0.shape[0],), device=x0.device, generator=g)
-    noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=g)
-    x_t = schedule.q_sample(x0, t, noise)
+    `eager()` when given, for `CompiledRegions`) on x0 (the training loss, Schedule.loss, with t
+    and noise from a fixed seed for both), else the reason it does not. Tolerances: the whole
+    gradient within 5 % (bf16 rounding differences between fused and unfused kernels are
+    ~0.5 %), and no parameter whose eager gradient is nonzero with an all-zero compiled one.
+    Gradients are cleared afterwards; the training generator is not touched."""
     params = [p for p in net.parameters() if p.requires_grad]
     grads = []
     for f, mode in ((net, eager or contextlib.nullcontext), (fwd, contextlib.nullcontext)):
+        g = torch.Generator(device=x0.device).manual_seed(20251128)  # the same t and noise
         with torch.autocast(x0.device.type, torch.bfloat16, enabled=autocast), attention(), mode():
-            loss = torch.nn.functional.mse_loss(f(x_t, t).float(), noise.float())
+            loss = schedule.loss(f, x0, g)
         loss.backward()
         grads.append([torch.zeros_like(p, dtype=torch.float32) if p.grad is None
                       else p.grad.float() for p in params])  # fmt: skip
