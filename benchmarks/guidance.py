@@ -1,7 +1,8 @@
 """Cost of classifier-guided sampling as a ratio to unguided sampling (issue 4, "Speed").
 
 Guidance adds one classifier forward and backward pass per sampling step.  This script times
-``rulelib.sample.sample`` unguided and ``rulelib.guidance.guided_sample`` with the same denoiser,
+``rulelib.diffusion.sample.sample`` unguided and ``rulelib.mitigation.guidance.guided_sample`` with
+the same denoiser,
 sampler and seed, for each noise-aware classifier asked for, and prints images per second and the
 ratio guided / unguided (target: under 1.5x with the cheap classifier).
 
@@ -19,11 +20,11 @@ import time
 
 import torch
 
-from rulelib import classifiers as C
-from rulelib import guidance as G
-from rulelib import unet
-from rulelib.diffusion import Schedule
-from rulelib.sample import sample
+from rulelib.diffusion import unet
+from rulelib.diffusion.sample import sample
+from rulelib.diffusion.schedule import Schedule
+from rulelib.mitigation import classifiers as C
+from rulelib.mitigation import guidance as G
 
 
 def interleaved_best(fns: dict, repeats: int) -> dict:
@@ -46,7 +47,7 @@ def interleaved_best(fns: dict, repeats: int) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="small", help="denoiser preset of rulelib.unet")
+    p.add_argument("--preset", default="small", help="denoiser preset of rulelib.diffusion.unet")
     p.add_argument("--classifiers", nargs="+", default=["cheap"], choices=C.NOISY_ARCHS)
     p.add_argument("--unet-width", type=int, default=128, help="width of the 'unet' classifier")
     p.add_argument("--n", type=int, default=16, help="images per run")

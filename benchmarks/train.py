@@ -6,7 +6,8 @@
     python benchmarks/train.py --run runs/x/A        # + DDIM-50 vs DDPM rule metrics of a run
     python benchmarks/train.py --no-train --no-sample --run runs/x/A   # that check alone
 
-Training: images per second of `rulelib.train.train` against the loop a user would write from
+Training: images per second of `rulelib.diffusion.train.train` against the loop a user would write
+from
 diffusers' `train_unconditional.py` example on the same network: a torch DataLoader (shuffle) over
 a TensorDataset of the same images, `DDPMScheduler.add_noise`, fp32, AdamW with its defaults,
 `zero_grad()`, the example's per-step `loss.item()` for the progress bar, and its `EMAModel`
@@ -42,8 +43,8 @@ def reference_loop(preset, images, batch_size, steps, warmup, device, seed=0, em
     from diffusers.training_utils import EMAModel
     from torch.utils.data import DataLoader, TensorDataset
 
-    from rulelib import unet
-    from rulelib.diffusion import images_to_tensor
+    from rulelib.diffusion import unet
+    from rulelib.diffusion.schedule import images_to_tensor
 
     torch.manual_seed(seed)
     model = unet.build(preset).to(device).train()
@@ -77,8 +78,8 @@ def reference_loop(preset, images, batch_size, steps, warmup, device, seed=0, em
 
 
 def ours(preset, images, batch_size, steps, warmup, device, **over):
-    """rulelib.train.train for warmup + steps steps; images/s over the last `steps`."""
-    from rulelib.train import TrainConfig, train
+    """rulelib.diffusion.train.train for warmup + steps steps; images/s over the last `steps`."""
+    from rulelib.diffusion.train import TrainConfig, train
 
     n = batch_size * (warmup + steps)
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,9 +93,9 @@ def ours(preset, images, batch_size, steps, warmup, device, **over):
 
 def sampling_rate(preset, device, batch_size, steps, bf16=False):
     """images/s of one network call + DDPM update at batch_size, over `steps` steps."""
-    from rulelib import unet
-    from rulelib.diffusion import Schedule
-    from rulelib.sample import sample
+    from rulelib.diffusion import unet
+    from rulelib.diffusion.sample import sample
+    from rulelib.diffusion.schedule import Schedule
 
     torch.manual_seed(0)
     model = unet.build(preset).to(device).eval()
@@ -124,7 +125,8 @@ def project_paper_protocol(train_rate, sample_rate, preset="paper"):
     """Print the projected wall time of `python -m rulelib reproduce --profile paper` (all four
     tasks: training at the paper's epochs, the main samples and the training-length sweep, all
     DDPM-1000) from a training rate (images/s at batch 16) and a sampling rate (image-steps/s)."""
-    from rulelib import profiles, tasks
+    from rulelib import tasks
+    from rulelib.run import profiles
 
     prof = profiles.get("paper")
     total = 0.0
@@ -159,9 +161,9 @@ def rule_check(run_dir, n, device, batch_size, etas=(0.0,), out_json=None):
     Returns {"ddpm": {"report"}, "ddim50_eta<eta>": {"report", "difference", ...}, ...}, written
     to `out_json` when given."""
     from rulelib import atomic, tasks
+    from rulelib.diffusion.sample import sample
+    from rulelib.diffusion.train import load_model
     from rulelib.metrics import paired_difference, rule_report
-    from rulelib.sample import sample
-    from rulelib.train import load_model
 
     weights, clip_x0 = run_sampling(run_dir)
     model, cfg, epoch = load_model(run_dir, weights=weights, device=device)
@@ -263,7 +265,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    from rulelib.train import resolve_device
+    from rulelib.device import resolve_device
 
     device = resolve_device(a.device)
     gpu = device.type == "cuda"
@@ -277,7 +279,7 @@ def main(argv=None):
 
     # "default": what a long run gets. The timed runs are a few dozen steps, below the length from
     # which the trainer compiles on CPU by default, so that choice is made here for a long run.
-    from rulelib.train import CPU_COMPILE_MIN_STEPS, compile_pays
+    from rulelib.diffusion.train import CPU_COMPILE_MIN_STEPS, compile_pays
 
     long_run = {"compile": compile_pays(device, CPU_COMPILE_MIN_STEPS)}
     variants = {"default": long_run}

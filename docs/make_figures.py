@@ -17,8 +17,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from rulelib import tasks  # noqa: E402
-from rulelib.report import atomic_savefig  # noqa: E402  (temp file + os.replace)
+from rulelib import (
+    atomic,
+    tasks,  # noqa: E402
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +61,7 @@ def main(argv=None):
     if args.n <= 0:
         raise ValueError(f"--n must be a positive number of examples, got {args.n}")
     fig = tasks_figure(args.n, args.seed)
-    print(atomic_savefig(fig, args.out, dpi=110))
+    print(atomic.savefig(fig, args.out, dpi=110))
 
 
 if __name__ == "__main__":

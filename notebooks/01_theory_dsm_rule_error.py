@@ -30,7 +30,7 @@
 #    about one unit, against a total loss of order d;
 # 5. what this predicts for the image tasks A–D.
 #
-# The library is `rulelib.theory` (numerics, torch float64) and `rulelib.theory_symbolic`
+# The library is `rulelib.theory` (numerics, torch float64) and `rulelib.theory.symbolic`
 # (sympy); the tests in `tests/test_theory.py` check the same closed forms against Monte Carlo.
 
 # %%
@@ -60,7 +60,7 @@ import sympy as sp
 import torch
 
 from rulelib import theory as th
-from rulelib import theory_symbolic as ts
+from rulelib.theory import symbolic as ts
 
 T0 = time.time()
 torch.set_num_threads(1)  # the tensors here are small: one thread avoids the spin overhead

@@ -45,7 +45,7 @@ SMOKE = os.environ.get("CI") == "true"  # CI runs the smoke profile
 # | D two squares | two stacked squares | l1 → l2 | 1.5 | the bottom square is larger |
 #
 # This notebook renders the training data, reads the features back from the pixels with
-# `task.measure` (sub-pixel, `rulelib.measure`), and scores the rule with `rulelib.metrics`:
+# `task.measure` (sub-pixel, `rulelib.tasks.measure`), and scores the rule with `rulelib.metrics`:
 # the same pipeline later scores generated images.  Lengths are in units of the canvas side W.
 # Under `CI=true` (smoke profile) each task uses 1000 images instead of its full training set.
 
@@ -190,7 +190,7 @@ for name, rep in reports.items():
 # one is always at least 0.05W wider, so the coarse rule is never a near tie).
 
 # %%
-from rulelib import measure, render
+from rulelib.tasks import measure, render
 
 
 class EqualAreas(tasks.RuleTask):

@@ -59,8 +59,9 @@ import torch
 # tqdm's notebook bars need ipywidgets; our bars are off here (progress=False) anyway.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
-from rulelib import cli, metrics, profiles, report, tasks
-from rulelib.sample import load_samples
+from rulelib import atomic, cli, metrics, provenance, report, tasks
+from rulelib.diffusion.sample import load_samples
+from rulelib.run import profiles
 
 torch.set_num_threads(2)
 # Measuring pure-noise samples (the smoke run) takes medians of empty slices; numpy warns, harmlessly.
@@ -113,12 +114,12 @@ if not SMOKE:
 RUN = next((c for c in candidates if finished(c)), None)
 if RUN is None:  # nothing to show yet: fall back on the smoke run of section 1
     RUN = smoke_dir
-entries = {t: report.read_json(RUN / t / "metrics.json") for t in finished(RUN)}
+entries = {t: atomic.read_json(RUN / t / "metrics.json") for t in finished(RUN)}
 first = next(iter(entries.values()))
 print(
     f"showing {RUN.relative_to(ROOT) if RUN.is_relative_to(ROOT) else RUN}: tasks {list(entries)}"
 )
-print(f"profile {first['profile']!r} on {report.machine_summary(first['machine'])}")
+print(f"profile {first['profile']!r} on {provenance.machine_summary(first['machine'])}")
 print(f"command: {first['command']}   commit: {first['git_commit']}   written {first['created']}")
 for t, e in entries.items():
     s = e["sampling"]

@@ -27,7 +27,7 @@
 #
 # The paper calls the gain "limited" without a number; here each step is measured against the
 # unguided baseline with confidence intervals. Section 3 explains *why* the gain is small with the
-# weak-signal theory (`rulelib.theory_contrastive`): a contrastive linear classifier aligns with the
+# weak-signal theory (`rulelib.theory.contrastive`): a contrastive linear classifier aligns with the
 # rule direction only as cos² ≈ n·SNR² / (n·SNR² + 4), and guidance with a linear classifier moves the
 # marginal of the dependent feature but cannot couple it to the independent one.
 #
@@ -67,10 +67,11 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 # Measuring pure-noise samples (smoke runs) takes medians of empty slices; numpy warns, harmlessly.
 warnings.filterwarnings("ignore", message="All-NaN slice encountered")
 
-from rulelib import classifiers as C
-from rulelib import contrastive as CD
-from rulelib import guidance as G
-from rulelib import mitigation, report, tasks
+from rulelib import atomic, provenance, tasks
+from rulelib.mitigation import classifiers as C
+from rulelib.mitigation import contrastive as CD
+from rulelib.mitigation import guidance as G
+from rulelib.mitigation import pipeline as mitigation
 
 torch.set_num_threads(1)  # small networks: one thread is faster than two on 2 cores
 ROOT = Path(rulelib.__file__).resolve().parents[1]
@@ -138,7 +139,7 @@ accuracies = {}
 n_clf, epochs = (300, 1) if SMOKE else (3000, 8)
 for name in tasks.names():
     if name in RUNS:
-        accuracies[name] = report.read_json(RUNS[name])["accuracy"]
+        accuracies[name] = atomic.read_json(RUNS[name])["accuracy"]
         continue
     task = tasks.get(name)
     imgs, labels, _ = CD.make_contrastive(task, n_clf, seed=0)
@@ -156,12 +157,12 @@ display(Markdown(mitigation.accuracy_table(accuracies)))
 # rule b = f(a). A contrastive linear classifier sees positives and negatives whose dependent feature
 # differs by δ; its direction w (the mean difference, the first gradient step of any linear loss) is
 # δ·v plus noise of variance 2σ²/n in each of the 2d coordinates. Hence, derived in sympy
-# (`rulelib.theory_symbolic.alignment_law`):
+# (`rulelib.theory.symbolic.alignment_law`):
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from rulelib import theory_contrastive as TC
-from rulelib import theory_symbolic as TS
+from rulelib.theory import contrastive as TC
+from rulelib.theory import symbolic as TS
 
 law = TS.alignment_law()
 print("cos^2(w, v) =", law["cos2"], "   with SNR = |delta| / (sigma_xi sqrt(d))")
@@ -256,7 +257,8 @@ for a, b in zip(lin, orc):
 
 # %%
 if not RUNS:
-    from rulelib import cli, profiles
+    from rulelib import cli
+    from rulelib.run import profiles
 
     run_dir = Path(tempfile.mkdtemp(prefix="rulelib-mitigation-"))
     cli.reproduce(["D"], "smoke", run_dir, device="cpu", progress=False, quiet=True, sweep=False)
@@ -266,9 +268,9 @@ if not RUNS:
 
 # %%
 for name, path in RUNS.items():
-    res = report.read_json(path)
+    res = atomic.read_json(path)
     mdir = Path(path).parent
-    machine = report.machine_summary(res.get("provenance", {}).get("machine", {}))
+    machine = provenance.machine_summary(res.get("provenance", {}).get("machine", {}))
     display(Markdown(f"### Task {name} — profile `{res['profile']}`, {machine}"))
     if "filter" in res:
         display(
@@ -291,7 +293,7 @@ for name, path in RUNS.items():
 # NBVAL_CHECK_OUTPUT
 # What each mitigation holds (names and scales only: the same for a smoke run and the committed one).
 for name, path in RUNS.items():
-    res = report.read_json(path)
+    res = atomic.read_json(path)
     print(name, sorted(k for k in ("accuracy", "filter", "guidance") if k in res))
     if "guidance" in res:
         print("  scales", [r["scale"] for r in res["guidance"]["rows"]])

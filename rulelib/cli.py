@@ -15,14 +15,15 @@ else quick).
 sub-folder per task (layout in rulelib.report).  Each stage of `reproduce` is resumable:
 
     1. train      skipped when the last checkpoint is at the profile's epochs; otherwise
-                  rulelib.train.train resumes from the last checkpoint
-    2. sample     rulelib.sample.sample with out_path: finished chunks are kept, a rerun
+                  rulelib.diffusion.train.train resumes from the last checkpoint
+    2. sample     rulelib.diffusion.sample.sample with out_path: finished chunks are kept, a rerun
                   samples the rest
     3. evaluate   measure training and generated images: rule_report, figures, metrics.json,
                   report.md (cheap: always recomputed)
     4. sweep      every earlier checkpoint -> `sweep_n` samples (resumable) -> rule metrics
                   against epoch
-    5. mitigation with --mitigation: rulelib.mitigation.run -> task_dir/mitigation/ (classifiers
+    5. mitigation with --mitigation: rulelib.mitigation.pipeline.run -> task_dir/mitigation/
+    (classifiers
                   and guided samples are reused by a rerun); its mitigation.md is embedded in
                   the task's and the run's report.md
 
@@ -45,7 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rulelib import profiles, report
+from rulelib import atomic, report
+from rulelib.run import profiles
 
 TASKS = profiles.TASK_NAMES
 
@@ -103,9 +105,9 @@ def check_run_identity(tdir: Path, profile: profiles.Profile, seed: int) -> None
     pfile = tdir / "profile.json"
     now = json.loads(json.dumps(profile.to_dict()))  # as read back (tuples become lists)
     if not pfile.exists():
-        report.atomic_write_json(pfile, {"profile": profile.name, "seed": seed, "settings": now})
+        atomic.write_json(pfile, {"profile": profile.name, "seed": seed, "settings": now})
         return
-    old = report.read_json(pfile)
+    old = atomic.read_json(pfile)
     if old.get("profile") != profile.name or old.get("seed") != seed:
         raise RunError(
             f"{tdir} was made with profile {old.get('profile')!r} seed {old.get('seed')}, "
@@ -113,8 +115,8 @@ def check_run_identity(tdir: Path, profile: profiles.Profile, seed: int) -> None
         )
     if old.get("settings") != now:
         earlier = [*old.get("earlier_settings", []),
-                   {"replaced": report.now_iso(), "settings": old.get("settings")}]  # fmt: skip
-        report.atomic_write_json(pfile, {**old, "settings": now, "earlier_settings": earlier})
+                   {"replaced": provenance.now_iso(), "settings": old.get("settings")}]  # fmt: skip
+        atomic.write_json(pfile, {**old, "settings": now, "earlier_settings": earlier})
 
 
 def run_identity(tdir: Path) -> tuple[profiles.Profile, int]:
@@ -125,7 +127,7 @@ def run_identity(tdir: Path) -> tuple[profiles.Profile, int]:
             f"{tdir} is not a run folder of rulelib (no profile.json); run "
             f"`python -m rulelib train --task {tdir.name} --out {tdir.parent}` first"
         )
-    info = report.read_json(pfile)
+    info = atomic.read_json(pfile)
     return profiles.get(info["profile"]), int(info["seed"])
 
 
@@ -145,7 +147,7 @@ def stage_train(
     time_limit_s: stop with a checkpoint after the first epoch that ends past this many seconds
     (time-limited GPU sessions); the returned epoch is then below the profile's epochs and the same
     call later continues the run."""
-    from rulelib import train as trainer
+    from rulelib.diffusion import train as trainer
 
     tdir = task_dir(out, task_name)
     tdir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +167,7 @@ def stage_train(
     _add_time(tdir, "train", time.perf_counter() - t0)
     if summary.get("steps", 0) > summary.get("start_step", 0):  # how this call trained
         keep = ("device", "precision", "compile", "channels_last", "images_per_s_steady")
-        report.atomic_write_json(tdir / "train_summary.json", {k: summary.get(k) for k in keep})
+        atomic.write_json(tdir / "train_summary.json", {k: summary.get(k) for k in keep})
     ckpts = trainer.list_checkpoints(tdir)
     if not ckpts:
         raise RunError(f"training of {tdir} ended without writing a checkpoint")
@@ -184,8 +186,8 @@ def _draw(ckpt, settings, n, out_path, *, seed, device, progress, quiet=False, l
 
     Samples at out_path made with other settings (another checkpoint, sampler or count) are moved
     aside first (`_set_aside`), so they are redrawn with the current ones and never overwritten."""
-    from rulelib import sample as sampler
-    from rulelib import train as trainer
+    from rulelib.diffusion import sample as sampler
+    from rulelib.diffusion import train as trainer
 
     model, cfg, epoch = trainer.load_model(ckpt, weights=settings.weights, device=device)
     schedule = cfg.schedule().to(device)
@@ -222,7 +224,7 @@ def stage_sample(
     Samples of an earlier checkpoint (the run was trained further since) or made with other
     sampler settings (the profile changed, or --n) are moved aside to samples_epochXXXXX.npz or
     samples_<method><steps>-<hash>.npz and redrawn; nothing is overwritten."""
-    from rulelib import train as trainer
+    from rulelib.diffusion import train as trainer
 
     tdir = task_dir(out, task_name)
     run_identity(tdir)  # a clear error when the task was never trained here
@@ -247,12 +249,12 @@ def _add_time(tdir: Path, stage: str, seconds: float) -> None:
     """Add a stage's wall time to tdir/timings.json (a resumed stage adds each call's part)."""
     timings = _timings(tdir)
     timings[stage] = round(timings.get(stage, 0.0) + seconds, 1)
-    report.atomic_write_json(tdir / "timings.json", timings)
+    atomic.write_json(tdir / "timings.json", timings)
 
 
 def _timings(tdir: Path) -> dict:
     path = tdir / "timings.json"
-    return report.read_json(path) if path.exists() else {}
+    return atomic.read_json(path) if path.exists() else {}
 
 
 def _set_aside(path: Path, expected: dict, quiet: bool) -> None:
@@ -262,7 +264,7 @@ def _set_aside(path: Path, expected: dict, quiet: bool) -> None:
     The old files keep their settings inside; they go to `<stem>_epochXXXXX` when they came from
     another checkpoint, else to `<stem>_<method><steps>-<hash of their settings>` (a counter is
     added if that name is taken)."""
-    from rulelib import sample as sampler
+    from rulelib.diffusion import sample as sampler
 
     old = sampler.stored_settings(path)
     if old is None or old == expected:
@@ -345,16 +347,16 @@ def evaluate_images(
 def provenance(command: str | None) -> dict:
     """Machine, command, git commit and time of a result (command None: this process's argv)."""
     return {
-        "machine": report.machine_info(),
+        "machine": provenance.machine_info(),
         "command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "git_commit": report.git_commit(),
-        "created": report.now_iso(),
+        "git_commit": provenance.git_commit(),
+        "created": provenance.now_iso(),
     }
 
 
 def stage_evaluate(task_name, out, *, command=None, quiet=False):
     """Score task_dir/samples.npz (measure, metrics, figures, metrics.json, report.md)."""
-    from rulelib import sample as sampler
+    from rulelib.diffusion import sample as sampler
 
     tdir = task_dir(out, task_name)
     profile, seed = run_identity(tdir)
@@ -366,8 +368,8 @@ def stage_evaluate(task_name, out, *, command=None, quiet=False):
         )
     images, meta = sampler.load_samples(path)
     settings = profile.sampling(task_name)
-    old = report.read_json(tdir / "metrics.json") if (tdir / "metrics.json").exists() else {}
-    cfg = report.read_json(tdir / "config.json") if (tdir / "config.json").exists() else {}
+    old = atomic.read_json(tdir / "metrics.json") if (tdir / "metrics.json").exists() else {}
+    cfg = atomic.read_json(tdir / "config.json") if (tdir / "config.json").exists() else {}
     train_images, _ = profile.training_set(task_name, seed)
     from rulelib import tasks
 
@@ -382,7 +384,7 @@ def stage_evaluate(task_name, out, *, command=None, quiet=False):
         **provenance(command),
         "timings_s": _timings(tdir),
         **(
-            {"trainer": report.read_json(tdir / "train_summary.json")}
+            {"trainer": atomic.read_json(tdir / "train_summary.json")}
             if (tdir / "train_summary.json").exists()
             else {}
         ),  # fmt: skip
@@ -422,8 +424,8 @@ def stage_sweep(task_name, out, *, device="cpu", progress=True, quiet=False):
     last checkpoint uses the main samples when they exist.
     """
     from rulelib import metrics, tasks
-    from rulelib import sample as sampler
-    from rulelib import train as trainer
+    from rulelib.diffusion import sample as sampler
+    from rulelib.diffusion import train as trainer
 
     tdir = task_dir(out, task_name)
     profile, seed = run_identity(tdir)
@@ -463,7 +465,7 @@ def stage_sweep(task_name, out, *, device="cpu", progress=True, quiet=False):
     )
     mfile = tdir / "metrics.json"
     if mfile.exists():  # record the figure in the report
-        entry = report.read_json(mfile)
+        entry = atomic.read_json(mfile)
         entry["files"] = sorted({*entry.get("files", []), "sweep.png"})
         entry["sweep"] = rows
         entry["timings_s"] = {**entry.get("timings_s", {}), **_timings(tdir)}
@@ -473,19 +475,20 @@ def stage_sweep(task_name, out, *, device="cpu", progress=True, quiet=False):
 
 
 def run_mitigation(task_name, out, profile, *, seed=0, device="cpu", quiet=False):
-    """`reproduce --mitigation`: rulelib.mitigation.run(task, task_dir, profile), when it exists;
+    """`reproduce --mitigation`: rulelib.mitigation.pipeline.run(task, task_dir, profile), when it
+        exists;
     its results (task_dir/mitigation/) are then embedded in the task's report.md (and, by
     report.write_run_report, in the run's)."""
     mitigation = _mitigation_module()
     if mitigation is None or not hasattr(mitigation, "run"):
         raise RunError(
-            "--mitigation needs rulelib.mitigation.run, which this installation does not have"
+            "--mitigation needs mitigation.pipeline.run, which this installation does not have"
         )
     tdir = task_dir(out, task_name)
     result = mitigation.run(task_name, tdir, profile, device=device, seed=seed, quiet=quiet)
     md = tdir / "mitigation" / "mitigation.md"
     if md.exists() and (tdir / "metrics.json").exists():
-        entry = report.read_json(tdir / "metrics.json")
+        entry = atomic.read_json(tdir / "metrics.json")
         entry["files"] = sorted({*entry.get("files", []), "mitigation/mitigation.md"})
         report.write_task_report(tdir, entry, limits=profile.limits)
     return result
@@ -543,7 +546,7 @@ def reproduce(
             stage_sweep(name, out, device=device, progress=progress, quiet=quiet)
         if mitigation:
             run_mitigation(name, out, profile, seed=seed, device=device, quiet=quiet)
-        entries[name] = report.read_json(task_dir(out, name) / "metrics.json")  # as written
+        entries[name] = atomic.read_json(task_dir(out, name) / "metrics.json")  # as written
         report.write_run_report(out, limits=profile.limits)
     if entries:
         _say(f"report: {out / 'report.md'}", quiet)
@@ -613,9 +616,11 @@ def _to_uint8(arr: np.ndarray, path) -> np.ndarray:
 
 def _mitigation_module():
     try:
-        mitigation = importlib.import_module("rulelib.mitigation")
+        mitigation = importlib.import_module("rulelib.mitigation.pipeline")
     except ModuleNotFoundError as e:
-        if e.name != "rulelib.mitigation":  # a bug inside the module must not look like "missing"
+        if (
+            e.name != "rulelib.mitigation.pipeline"
+        ):  # a bug inside the module must not look like "missing"
             raise
         return None
     return mitigation
@@ -677,7 +682,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, task_default="all")
     p.add_argument("--no-sweep", action="store_true", help="skip the training-length sweep")
     p.add_argument(
-        "--mitigation", action="store_true", help="also run rulelib.mitigation for each task"
+        "--mitigation",
+        action="store_true",
+        help="also run rulelib.mitigation.pipeline for each task",
     )
 
     p = sub.add_parser("export", help="copy a run's results (small) into e.g. results/<profile>/")
@@ -716,12 +723,12 @@ def _dispatch(args, command: str) -> int:
         copied = report.export_results(args.out, args.to, max_samples=args.max_samples)
         print(f"exported {len(copied)} files to {args.to}")
         return 0
-    if not hasattr(args, "profile"):  # a subcommand added by rulelib.mitigation
+    if not hasattr(args, "profile"):  # a subcommand added by rulelib.mitigation.pipeline
         return int(args.func(args) or 0)
     names = parse_tasks(args.task)
     if args.profile is None:  # the profile the run was made with, else auto
         pfile = task_dir(args.out or "runs/reproduce", names[0]) / "profile.json"
-        args.profile = report.read_json(pfile)["profile"] if pfile.exists() else "auto"
+        args.profile = atomic.read_json(pfile)["profile"] if pfile.exists() else "auto"
     profile = profiles.get(args.profile)
     progress = not args.quiet
     if args.command == "reproduce":

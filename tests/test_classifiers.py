@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from rulelib import classifiers as C
-from rulelib import contrastive as CD
 from rulelib import tasks
+from rulelib.mitigation import classifiers as C
+from rulelib.mitigation import contrastive as CD
 
 
 def colour_set(n=240, seed=0):
@@ -162,7 +162,7 @@ def test_mitigation_run_filters_a_run_folder(tmp_path):
     """reproduce --mitigation on a task folder with samples but no model: contrastive data, the
     three classifiers (smoke size), filtering with before/after reports, files; guidance skipped.
     A rerun reuses the saved classifiers (same accuracies, no retraining)."""
-    from rulelib import mitigation
+    from rulelib.mitigation import pipeline as mitigation
 
     task = tasks.get("D")
     gen, _, _ = CD.make_contrastive(task, 60, seed=9)  # stand-in "generated" images, measurable

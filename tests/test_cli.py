@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from rulelib import cli, metrics, profiles, report, tasks
-from rulelib import train as trainer
-from rulelib.sample import load_samples
+from rulelib import atomic, cli, metrics, report, tasks
+from rulelib.diffusion import train as trainer
+from rulelib.diffusion.sample import load_samples
+from rulelib.run import profiles
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +250,7 @@ def test_profiles():
 
 
 def test_report_writes_are_atomic_and_json_safe(tmp_path):
-    path = report.atomic_write_json(tmp_path / "x.json", {"a": np.float64("nan"), "b": np.int64(3)})
+    path = atomic.write_json(tmp_path / "x.json", {"a": np.float64("nan"), "b": np.int64(3)})
     assert json.loads(path.read_text()) == {"a": None, "b": 3}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary file left behind
     grid = report.image_grid(np.full((10, 32, 32, 3), 7, np.uint8), ncol=4)
@@ -262,7 +263,7 @@ def test_reproduce_with_mitigation_reports_and_exports_it(tmp_path):
     links; a rerun reuses the classifiers; export copies the results but no weights or samples."""
     import re
 
-    from rulelib import mitigation
+    from rulelib.mitigation import pipeline as mitigation
 
     out = tmp_path / "run"
     argv = ["reproduce", "--task", "A", "--profile", "smoke", "--out", str(out)]

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from rulelib import contrastive as CD
 from rulelib import tasks
+from rulelib.mitigation import contrastive as CD
 
 N = 450  # 150 per class and task; about 1 s of rendering and measuring per task
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from rulelib import unet
-from rulelib.diffusion import Schedule, images_to_tensor, tensor_to_images
+from rulelib.diffusion import unet
+from rulelib.diffusion.schedule import Schedule, images_to_tensor, tensor_to_images
 
 
 def test_schedule_matches_diffusers_ddpm_scheduler():

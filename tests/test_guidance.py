@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from rulelib import guidance as G
-from rulelib.diffusion import Schedule
-from rulelib.sample import sample
+from rulelib.diffusion.sample import sample
+from rulelib.diffusion.schedule import Schedule
+from rulelib.mitigation import guidance as G
 
 S0 = 0.2
 LAM = 3.125  # lam * s0^2 = 0.125 per unit of guidance weight
@@ -104,7 +104,7 @@ def test_grad_at_mu_uses_the_posterior_mean(toy):
 def test_mean_shift_of_one_ddpm_step_is_w_sigma2_grad(toy):
     """The eps rewrite moves the posterior mean by exactly w_t * beta_t * grad (Dhariwal &
     Nichol)."""
-    from rulelib.sample import ddpm_step
+    from rulelib.diffusion.sample import ddpm_step
 
     sch, model, clf = toy
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -1,4 +1,4 @@
-"""Tests of rulelib.measure against issue 2's targets.
+"""Tests of rulelib.tasks.measure against issue 2's targets.
 
 * clean rendered images, 5000 per task: 100 % measurable, every length within 0.1 px of the truth
   for at least 99 % of the images;
@@ -11,7 +11,8 @@
 import numpy as np
 import pytest
 
-from rulelib import measure, render, tasks
+from rulelib import tasks
+from rulelib.tasks import measure, render
 
 NAMES = ["A", "B", "C", "D"]
 W = render.SIZE

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from rulelib.diffusion import Schedule, images_to_tensor
-from rulelib.sample import clip_eps, ddim_step, ddim_timesteps, ddpm_step, load_samples, sample
+from rulelib.diffusion.sample import (
+    clip_eps,
+    ddim_step,
+    ddim_timesteps,
+    ddpm_step,
+    load_samples,
+    sample,
+)
+from rulelib.diffusion.schedule import Schedule, images_to_tensor
 
 S = Schedule()
 M, SD = 0.1, 0.3  # the Gaussian "dataset": every pixel i.i.d. N(M, SD^2)

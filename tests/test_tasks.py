@@ -1,4 +1,4 @@
-"""Tests of rulelib.tasks and rulelib.render: the four rule tasks of paper.md section 2.
+"""Tests of rulelib.tasks and rulelib.tasks.render: the four rule tasks of paper.md section 2.
 
 Geometry and ranges, dataset sizes and task A's intervals, the rule holding exactly on the truth,
 the redraw rule, dependent_scale, determinism, exact rasterisation, and bad input.
@@ -10,7 +10,8 @@ import re
 import numpy as np
 import pytest
 
-from rulelib import render, tasks
+from rulelib import tasks
+from rulelib.tasks import render
 
 NAMES = ["A", "B", "C", "D"]
 PX = 1 / 32

@@ -10,7 +10,7 @@ import sympy as sp
 import torch
 
 from rulelib import theory as th
-from rulelib import theory_symbolic as ts
+from rulelib.theory import symbolic as ts
 
 # --- symbolic: what a patch-local loss can see ------------------------------------------------
 

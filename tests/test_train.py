@@ -7,9 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from rulelib import train as tr
-from rulelib import unet
-from rulelib.train import CheckpointError, TrainConfig, TrainingError, list_checkpoints, load_model
+from rulelib.diffusion import train as tr
+from rulelib.diffusion import unet
+from rulelib.diffusion.train import (
+    CheckpointError,
+    TrainConfig,
+    TrainingError,
+    list_checkpoints,
+    load_model,
+)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 The paper measured its features with colour masks, contours and moments on images upscaled to 128 px
 and dropped images where an object was not found (paper.md section 3).  We measure the 32x32 image
-itself and exploit how it was made (``rulelib.render``): each pixel is white minus the sum of the
+itself and exploit how it was made (``rulelib.tasks.render``): each pixel is white minus the sum of
+the
 objects' inks (1 - colour) weighted by the area they cover.  The steps, vectorised over the batch:
 
 1. **Ink and background.**  ink = 1 - pixel (0-1 scale).  Noise on white is clipped at white, which
@@ -44,7 +45,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import ndtr
 
-from rulelib import render
+from rulelib.tasks import render
 
 SIZE = render.SIZE
 _SQRT2PI = np.sqrt(2.0 * np.pi)

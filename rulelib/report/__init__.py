@@ -4,16 +4,17 @@ A run folder (`python -m rulelib reproduce --out runs/reproduce`) holds one sub-
 
     runs/reproduce/
         report.md            our numbers beside the paper's (paper.md section 3), all tasks
-        A/  config.json      the TrainConfig (written by rulelib.train)
+        A/  config.json      the TrainConfig (written by rulelib.diffusion.train)
             profile.json     the profile, sampling settings, seed (written by rulelib.cli)
-            checkpoints/     every checkpoint (rulelib.train)
+            checkpoints/     every checkpoint (rulelib.diffusion.train)
             samples.npz      generated uint8 images (n, 32, 32, 3), compressed
             metrics.json     rule_report of training and generated images; machine, command,
                              git commit, wall times
             scatter.png      the paper-style scatter: training (blue) vs generated (red)
             samples.png      a grid of generated images
             sweep.csv/.png   rule metrics against training epoch (one row per checkpoint)
-            mitigation/      `reproduce --mitigation` (rulelib.mitigation): mitigation.json,
+            mitigation/      `reproduce --mitigation` (rulelib.mitigation.pipeline):
+            mitigation.json,
                              mitigation.md and figures, classifier weights, guided samples
             report.md        the same tables for this task alone (with mitigation.md embedded)
 
@@ -24,142 +25,15 @@ os.replace, so a killed run never leaves a half-written file under a final name.
 from __future__ import annotations
 
 import csv
-import datetime as _dt
 import io
-import json
 import math
-import os
-import platform
 import re
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from rulelib import atomic
-
-# --------------------------------------------------------------------------------------------------
-# Atomic writes
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` atomically (rulelib.atomic: temp file beside it, then os.replace)."""
-    return atomic.write_bytes(path, data)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> Path:
-    return atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
-
-
-def atomic_savez(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
-    """np.savez_compressed into memory, then an atomic write (savez on a path appends .npz)."""
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-def atomic_savefig(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save a matplotlib figure atomically, format from the suffix, then close it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    buf = io.BytesIO()
-    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-def _jsonable(obj):
-    """numpy scalars/arrays and Paths -> plain JSON types; NaN/inf -> None (JSON has no NaN)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def read_json(path: str | os.PathLike) -> dict:
-    """Read a JSON file; a clear ValueError when it is corrupt (e.g. not written by rulelib)."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); delete it to recompute") from e
-
-
-# --------------------------------------------------------------------------------------------------
-# Provenance: where and how a result was produced
-
-
-def machine_info() -> dict:
-    """The machine in words: CPU, core count, OS, torch version, GPU name when CUDA is present."""
-    import torch
-
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.is_available(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-def machine_summary(info: Mapping) -> str:
-    """One line, e.g. 'GPU NVIDIA H100' or 'CPU x86_64, 2 cores (torch 2.13, 2 threads)'."""
-    if info.get("gpu"):
-        return f"GPU {info['gpu']} (torch {info.get('torch')})"
-    return (
-        f"CPU {info.get('processor')}, {info.get('cpu_count')} cores "
-        f"(torch {info.get('torch')}, {info.get('torch_threads')} threads)"
-    )
-
-
-def git_commit(root: str | os.PathLike | None = None) -> str:
-    """The repository's HEAD commit, with '+dirty' when rulelib/ has changes (untracked files
-    included) not in that commit; 'unknown' outside a git checkout."""
-    root = Path(root) if root else Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        )
-        if head.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "rulelib"],  # the code that made the result
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
-
+from rulelib import atomic, provenance
 
 # --------------------------------------------------------------------------------------------------
 # Figures
@@ -192,7 +66,7 @@ def save_sample_grid(images: np.ndarray, path, title: str = "", n: int = 64, nco
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
-    return atomic_savefig(fig, path)
+    return atomic.savefig(fig, path)
 
 
 def save_scatter(task, train, generated, path, title: str = "") -> Path:
@@ -213,7 +87,7 @@ def save_scatter(task, train, generated, path, title: str = "") -> Path:
         gen_ok=generated[1],
         title=title or None,
     )
-    return atomic_savefig(fig, path)
+    return atomic.savefig(fig, path)
 
 
 SWEEP_METRICS = ("conforming_pct", "bias", "resid_std", "coarse_rate", "measurable_rate")
@@ -238,7 +112,7 @@ def write_sweep_csv(rows: Sequence[Mapping], path) -> Path:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return atomic_write_text(path, buf.getvalue())
+    return atomic.write_text(path, buf.getvalue())
 
 
 def plot_sweep(rows: Sequence[Mapping], axes=None, title: str = ""):
@@ -278,7 +152,7 @@ def plot_sweep(rows: Sequence[Mapping], axes=None, title: str = ""):
 def save_sweep(rows: Sequence[Mapping], csv_path, png_path, title: str = "") -> None:
     write_sweep_csv(rows, csv_path)
     axes = plot_sweep(rows, title=title)
-    atomic_savefig(axes[0].figure, png_path)
+    atomic.savefig(axes[0].figure, png_path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -329,7 +203,8 @@ _MD_LINK = re.compile(r"(\]\()([^)\s]+)(\))")  # the target of [text](target) / 
 
 
 def mitigation_markdown(task_dir, figure_prefix: str = "") -> str:
-    """task_dir/mitigation/mitigation.md (rulelib.mitigation) as a section of a report.md, or ''
+    """task_dir/mitigation/mitigation.md (rulelib.mitigation.pipeline) as a section of a report.md,
+        or ''
     when there is none.
 
     Its headings go one level down (they sit under "## Task X") and its relative links, written
@@ -379,7 +254,7 @@ def task_markdown(
         f"{s.get('weights')} weights, {s.get('method')} sampler ({steps} steps, "
         f"eta {s.get('eta')}), "
         f"{entry.get('generated', {}).get('n')} samples, seed {entry.get('seed')}",
-        f"- machine: {machine_summary(entry.get('machine', {}))}",
+        f"- machine: {provenance.machine_summary(entry.get('machine', {}))}",
         f"- command: `{entry.get('command')}`; git commit `{entry.get('git_commit')}`; "
         f"written {entry.get('created')}",
     ]
@@ -434,7 +309,8 @@ def report_markdown(
         "",
         "Han et al., *Can Diffusion Models Learn Hidden Inter-Feature Rules Behind Images?* "
         "(ICML 2025).",
-        f"Profile `{first.get('profile')}` on {machine_summary(first.get('machine', {}))}; "
+        f"Profile `{first.get('profile')}` on "
+        f"{provenance.machine_summary(first.get('machine', {}))}; "
         f"command `{first.get('command')}`; git commit `{first.get('git_commit')}`.",
         "",
         "Ours with a bootstrap 95 % confidence interval in brackets; the paper's from its unguided "
@@ -458,15 +334,18 @@ def report_markdown(
 
 
 def mitigation_summary(run_dir, entries: Mapping) -> str:
-    """rulelib.mitigation.summary_markdown over the tasks of a run that have a mitigation.json."""
+    """rulelib.mitigation.pipeline.summary_markdown over the tasks of a run that have a
+    mitigation.json."""
     results = {}
     for name in entries:
         f = Path(run_dir) / name / "mitigation" / "mitigation.json"
         if f.exists():
-            results[name] = read_json(f)
+            results[name] = atomic.read_json(f)
     if not results:
         return ""
-    from rulelib import mitigation  # imported here: mitigation imports this module
+    from rulelib.mitigation import (
+        pipeline as mitigation,  # imported here: mitigation imports this module
+    )
 
     return mitigation.summary_markdown(results)
 
@@ -474,11 +353,11 @@ def mitigation_summary(run_dir, entries: Mapping) -> str:
 def write_task_report(task_dir, entry: Mapping, limits: str = "") -> Path:
     """task_dir/metrics.json and task_dir/report.md for one task."""
     task_dir = Path(task_dir)
-    atomic_write_json(task_dir / "metrics.json", entry)
+    atomic.write_json(task_dir / "metrics.json", entry)
     text = task_markdown(entry, task_dir=task_dir)
     if limits:
         text += "\n### What this profile can and cannot show\n\n" + limits + "\n"
-    return atomic_write_text(task_dir / "report.md", text)
+    return atomic.write_text(task_dir / "report.md", text)
 
 
 def write_run_report(run_dir, limits: str = "", title: str = "") -> Path | None:
@@ -488,12 +367,12 @@ def write_run_report(run_dir, limits: str = "", title: str = "") -> Path | None:
     for task_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
         mfile = task_dir / "metrics.json"
         if mfile.exists():
-            entry = read_json(mfile)
+            entry = atomic.read_json(mfile)
             entries[entry.get("task", task_dir.name)] = entry
     if not entries:
         return None
     text = report_markdown(entries, limits, title, run_dir=run_dir)
-    return atomic_write_text(run_dir / "report.md", text)
+    return atomic.write_text(run_dir / "report.md", text)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -528,21 +407,21 @@ def export_results(run_dir, dest, *, max_samples: int = 512) -> list[Path]:
         for name in EXPORT_FILES:
             if (tdir / name).exists():
                 copied.append(
-                    atomic_write_bytes(dest / tdir.name / name, (tdir / name).read_bytes())
+                    atomic.write_bytes(dest / tdir.name / name, (tdir / name).read_bytes())
                 )
         mdir = tdir / "mitigation"
         for f in sorted({f for pattern in EXPORT_MITIGATION for f in mdir.glob(pattern)}):
             if f.is_file():
                 copied.append(
-                    atomic_write_bytes(dest / tdir.name / "mitigation" / f.name, f.read_bytes())
+                    atomic.write_bytes(dest / tdir.name / "mitigation" / f.name, f.read_bytes())
                 )
         if (tdir / "samples.npz").exists():
             with np.load(tdir / "samples.npz") as z:
                 images = z["images"][:max_samples]
                 meta = z["meta"] if "meta" in z else np.array("{}")
-            copied.append(atomic_savez(dest / tdir.name / "samples.npz", images=images, meta=meta))
+            copied.append(atomic.savez(dest / tdir.name / "samples.npz", images=images, meta=meta))
     if (run_dir / "report.md").exists():
-        copied.append(atomic_write_bytes(dest / "report.md", (run_dir / "report.md").read_bytes()))
+        copied.append(atomic.write_bytes(dest / "report.md", (run_dir / "report.md").read_bytes()))
     if not copied:
         raise FileNotFoundError(f"{run_dir} has no finished task (no */metrics.json) to export")
     return copied

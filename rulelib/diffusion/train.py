@@ -39,40 +39,31 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import hashlib
 import json
 import os
-import re
 import shutil
-import tempfile
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from rulelib import atomic, unet
-from rulelib.diffusion import Schedule, images_to_tensor
-
-# Epochs of the paper per task (paper.md section 2; the same numbers as RuleTask.paper_epochs).
-PAPER_EPOCHS = {"A": 400, "B": 800, "C": 1600, "D": 1000}
-
-# Keys that may change between a run and its resumption: they do not change what is computed
-# (epochs only extends the run; the rest are logging, placement and kernel choices).
-RESUME_FREE_KEYS = frozenset(
-    {"epochs", "device", "compile", "bf16", "channels_last", "ckpt_every", "log_every",
-     "sample_weights"}
-)  # fmt: skip
-
-_CKPT_RE = re.compile(r"^epoch_(\d{6})$")
-_CKPT_FILES = ("model.safetensors", "ema.safetensors", "state.pt", "config.json")
-
+from rulelib import atomic
+from rulelib.device import resolve_device
+from rulelib.diffusion import unet
+from rulelib.diffusion.checkpoint import (
+    CheckpointError,
+    _load_state,
+    _load_weights,
+    _save_checkpoint,
+    _set_rng_state,
+    list_checkpoints,
+)
+from rulelib.diffusion.config import RESUME_FREE_KEYS, TrainConfig
+from rulelib.diffusion.schedule import Schedule, images_to_tensor
 
 # torch.OutOfMemoryError appeared in torch 2.5; before it CUDA raised torch.cuda.OutOfMemoryError.
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -80,94 +71,6 @@ _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 class TrainingError(RuntimeError):
     """Training stopped for a reason named in the message (NaN loss, out of memory)."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, or belongs to a different configuration or dataset."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a training run. Defaults are the paper's (section 4)."""
-
-    task: str = "A"
-    preset: str = "paper"
-    epochs: int | None = None  # None: the paper's epochs for `task`
-    batch_size: int = 16
-    lr: float = 3e-4
-    weight_decay: float = 0.01  # torch's AdamW default, which the paper's code kept
-    seed: int = 0
-    ema_decay: float = 0.995
-    ema_start: int = 2000  # steps; before it the EMA copies the raw weights
-    ckpt_every: int = 50  # epochs
-    T: int = 1000
-    beta_start: float = 1e-4
-    beta_end: float = 2e-2
-    device: str = "auto"  # "auto": cuda if available, else cpu
-    bf16: bool | None = None  # None: on where it pays: CUDA, and CPUs with AMX (bf16_pays)
-    compile: bool | None = None  # None: on CUDA, and on CPU where it pays (compile_pays)
-    channels_last: bool | None = None  # None: on only on CUDA
-    log_every: int = 50  # steps between host reads of the loss
-    sample_weights: str = "raw"  # which weights sampling uses by default: "raw" (paper) or "ema"
-
-    def __post_init__(self):
-        if self.epochs is None:
-            if self.task not in PAPER_EPOCHS:
-                raise ValueError(
-                    f"task {self.task!r} has no paper epochs ({sorted(PAPER_EPOCHS)}); "
-                    "give epochs explicitly"
-                )
-            self.epochs = PAPER_EPOCHS[self.task]
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad value."""
-        for key in ("epochs", "batch_size", "ckpt_every", "log_every", "T"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{key} must be a positive integer, got {v!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        if self.ema_start < 0:
-            raise ValueError(f"ema_start must be >= 0 steps, got {self.ema_start!r}")
-        if self.preset not in unet.PRESETS:
-            raise ValueError(
-                f"unknown preset {self.preset!r}; expected one of {sorted(unet.PRESETS)}"
-            )
-        if self.sample_weights not in ("raw", "ema"):
-            raise ValueError(f"sample_weights must be 'raw' or 'ema', got {self.sample_weights!r}")
-        resolve_device(self.device)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(
-                f"unknown TrainConfig keys {unknown}; expected some of {sorted(names)}"
-            )
-        return cls(**d)
-
-    def schedule(self) -> Schedule:
-        return Schedule(self.T, self.beta_start, self.beta_end)
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else must be a valid torch device."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda', ...") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 def bf16_pays(device: torch.device) -> bool:
@@ -333,142 +236,10 @@ def check_compiled(
     return None
 
 
-# ---------------------------------------------------------------------------------------------
-# Checkpoint files
-
-
-def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    # safetensors wants contiguous CPU tensors; channels_last weights are made contiguous here.
-    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-
-
 def _data_hash(images: np.ndarray) -> str:
     h = hashlib.sha256(str(images.shape).encode())
     h.update(np.ascontiguousarray(images).tobytes())
     return h.hexdigest()[:16]
-
-
-def _rng_state(gen: torch.Generator) -> dict:
-    np_state = np.random.get_state()  # noqa: NPY002 (the global state users seed)
-    return {
-        "torch_cpu": torch.get_rng_state(),
-        "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
-        "numpy_pos": int(np_state[2]),
-        "numpy_gauss": [int(np_state[3]), float(np_state[4])],
-        "data_generator": gen.get_state(),
-    }
-
-
-def _set_rng_state(state: dict, gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch_cpu"])
-    if torch.cuda.is_available() and state["torch_cuda"]:
-        torch.cuda.set_rng_state_all(state["torch_cuda"])
-    keys = state["numpy_keys"].numpy().astype(np.uint32)
-    has_gauss, gauss = state["numpy_gauss"]
-    np_state = ("MT19937", keys, state["numpy_pos"], has_gauss, gauss)
-    np.random.set_state(np_state)  # noqa: NPY002
-    gen.set_state(state["data_generator"])
-
-
-def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
-    """[(epoch, checkpoint folder)] of every complete checkpoint of a run, oldest first."""
-    ckdir = Path(run_dir) / "checkpoints"
-    if not ckdir.is_dir():
-        return []
-    out = []
-    for p in ckdir.iterdir():
-        m = _CKPT_RE.match(p.name)
-        if m and p.is_dir() and all((p / f).exists() for f in _CKPT_FILES):
-            out.append((int(m.group(1)), p))
-    return sorted(out)
-
-
-def _save_checkpoint(run_dir: Path, cfg: TrainConfig, model, ema, opt, gen, epoch, step, extra):
-    ckdir = run_dir / "checkpoints"
-    ckdir.mkdir(parents=True, exist_ok=True)
-    final = ckdir / f"epoch_{epoch:06d}"
-    if final.exists():
-        raise CheckpointError(f"refusing to overwrite existing checkpoint {final}")
-    tmp = Path(tempfile.mkdtemp(dir=ckdir, prefix=f".tmp-{final.name}-"))
-    meta = {"epoch": str(epoch), "step": str(step), "preset": cfg.preset}
-    save_file(_cpu_state(model), tmp / "model.safetensors", metadata=meta)
-    save_file(_cpu_state(ema), tmp / "ema.safetensors", metadata=meta)
-    torch.save(
-        {"optimizer": opt.state_dict(), "rng": _rng_state(gen), "epoch": epoch, "step": step,
-         **extra},
-        tmp / "state.pt",
-    )  # fmt: skip
-    (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    for f in tmp.iterdir():
-        os.chmod(f, 0o644)
-    os.chmod(tmp, 0o755)  # mkdtemp creates 0700
-    os.replace(tmp, final)  # atomic: the folder appears complete or not at all
-    atomic.write_text(ckdir / "latest", final.name + "\n")
-    return final
-
-
-def _load_weights(path: Path) -> dict[str, torch.Tensor]:
-    if not path.exists():
-        raise CheckpointError(f"missing checkpoint file {path}")
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(
-            f"corrupt checkpoint file {path} ({e}); delete its folder to fall back to the "
-            "previous checkpoint"
-        ) from e
-
-
-def _load_state(path: Path) -> dict:
-    if not path.exists():
-        raise CheckpointError(f"missing checkpoint file {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load raises many types on truncated or garbled files
-        raise CheckpointError(
-            f"corrupt checkpoint file {path} ({type(e).__name__}: {e}); delete its folder to "
-            "fall back to the previous checkpoint"
-        ) from e
-
-
-def _resolve_checkpoint(run_dir_or_ckpt) -> Path:
-    p = Path(run_dir_or_ckpt)
-    if (p / "model.safetensors").exists() or _CKPT_RE.match(p.name):
-        if not p.is_dir():
-            raise CheckpointError(f"missing checkpoint folder {p}")
-        return p
-    if not p.exists():
-        raise CheckpointError(f"missing run folder or checkpoint {p}")
-    ckpts = list_checkpoints(p)
-    if not ckpts:
-        raise CheckpointError(f"no checkpoint in {p / 'checkpoints'}")
-    return ckpts[-1][1]
-
-
-def load_model(run_dir_or_ckpt, *, weights: str = "raw", device="cpu"):
-    """Load a trained denoiser: (model in eval mode, TrainConfig, epoch).
-
-    run_dir_or_ckpt: a run folder (its newest checkpoint is used) or one checkpoint folder.
-    weights: "raw" (the paper's choice for sampling) or "ema".
-    """
-    if weights not in ("raw", "ema"):
-        raise ValueError(f"weights must be 'raw' or 'ema', got {weights!r}")
-    ck = _resolve_checkpoint(run_dir_or_ckpt)
-    cfg_path = ck / "config.json"
-    if not cfg_path.exists():
-        raise CheckpointError(f"missing checkpoint file {cfg_path}")
-    try:
-        cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"corrupt checkpoint file {cfg_path} ({e})") from e
-    model = unet.build(cfg.preset)
-    model.load_state_dict(
-        _load_weights(ck / f"{'model' if weights == 'raw' else 'ema'}.safetensors")
-    )
-    m = _CKPT_RE.match(ck.name)
-    epoch = int(m.group(1)) if m else int(_load_state(ck / "state.pt")["epoch"])
-    return model.to(device).eval(), cfg, epoch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -716,9 +487,3 @@ def train(
         "images_per_s_steady": seen_steady / (t_end - t_steady)
         if t_steady is not None and seen_steady and t_end > t_steady else None,
     }  # fmt: skip
-
-
-def remove_partial(run_dir) -> None:
-    """Delete temporary checkpoint folders left by a killed run (never complete checkpoints)."""
-    for p in (Path(run_dir) / "checkpoints").glob(".tmp-*"):
-        shutil.rmtree(p, ignore_errors=True)

@@ -378,7 +378,8 @@ def paired_difference(
     """Each rule metric of `other` minus that of `base`, with a paired-bootstrap CI.
 
     `base` and `other` are (features, ok) of the same n images drawn twice from the same noise, e.g.
-    unguided and guided samples of the same seed (rulelib.guidance.scale_sweep): image i of both
+    unguided and guided samples of the same seed (rulelib.mitigation.guidance.scale_sweep): image i
+    of both
     sets starts from the same x_T.  The bootstrap therefore resamples image indices i (the same
     indices for both sets) and recomputes both sets' metrics on the measurable images among them;
     the shared noise cancels out of the difference, so its CI is narrower than the two separate

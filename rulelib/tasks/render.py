@@ -20,7 +20,7 @@ Compositing (``composite``): the image is 1 - sum_k coverage_k * (1 - colour_k),
 subtracts its "ink" (1 - colour) in proportion to the area it covers.  For shapes that do not
 overlap (all our scenes; touching is allowed) this is exactly the area-averaged colour of each
 pixel, which the usual "over" operator is not for two shapes sharing a pixel.  The inverse of this
-linear mixing is what ``rulelib.measure`` uses to read coverage back ("un-blending").
+linear mixing is what ``rulelib.tasks.measure`` uses to read coverage back ("un-blending").
 
 Colours: HSV boxes of paper.md section 2, drawn per image (``sample_colors``).
 """
@@ -141,7 +141,8 @@ def disk_corner_area(x: np.ndarray, y: np.ndarray, r: np.ndarray, grad: bool = F
     I(u) = (u sqrt(r^2 - u^2) + r^2 asin(u/r)) / 2.  By symmetry G(x, y) = sgn(x) sgn(y)
     f(|x|, |y|), so the area inside [a, b] x [c, d] is G(b, d) - G(a, d) - G(b, c) + G(a, c).
 
-    ``grad=True`` also returns the partial derivatives (used by the disk fit of rulelib.measure):
+    ``grad=True`` also returns the partial derivatives (used by the disk fit of
+    rulelib.tasks.measure):
     dG/dx = sgn(y) min(|y|, sqrt(r^2 - x^2)) (the chord inside the box), dG/dy likewise, and
     dG/dr = sgn(x) sgn(y) r (asin(min(|y|/r, 1)) - acos(min(|x|/r, 1)))^+ (the arc inside the box).
     """

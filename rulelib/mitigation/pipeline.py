@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rulelib import classifiers as C
-from rulelib import contrastive as CD
-from rulelib import guidance as G
+from rulelib import atomic, provenance
+from rulelib.mitigation import classifiers as C
+from rulelib.mitigation import contrastive as CD
+from rulelib.mitigation import guidance as G
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ SETTINGS = {
 
 
 def settings_for(profile) -> MitigationSettings:
-    """The MitigationSettings of a profile (a rulelib.profiles.Profile or its name)."""
+    """The MitigationSettings of a profile (a rulelib.run.profiles.Profile or its name)."""
     name = getattr(profile, "name", profile)
     if name not in SETTINGS:
         raise ValueError(
@@ -139,9 +140,9 @@ def contrastive_figure(task, images, labels, path=None, per_class: int = 6):
     fig.suptitle(f"Task {task.name}: contrastive classes", fontsize=10)
     fig.tight_layout()
     if path is not None:
-        from rulelib.report import atomic_savefig
+        from rulelib import atomic
 
-        atomic_savefig(fig, path)
+        atomic.savefig(fig, path)
         plt.close(fig)
     return fig
 
@@ -311,9 +312,9 @@ def filter_figure(task, train, gen, keep, path=None, title=""):
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     if path is not None:
-        from rulelib.report import atomic_savefig
+        from rulelib import atomic
 
-        atomic_savefig(fig, path)
+        atomic.savefig(fig, path)
         plt.close(fig)
     return fig
 
@@ -325,9 +326,10 @@ def run(task, run_dir, profile, *, device=None, seed: int = 0, quiet: bool = Fal
     Profile or its name (``SETTINGS`` says how much work each does).  Resumable: trained classifiers
     and finished guided samples are reused.
     """
-    from rulelib import profiles, report, tasks
-    from rulelib import sample as sampler
-    from rulelib import train as trainer
+    from rulelib import tasks
+    from rulelib.diffusion import sample as sampler
+    from rulelib.diffusion import train as trainer
+    from rulelib.run import profiles
 
     task = tasks.get(task) if isinstance(task, str) else task
     st = settings_for(profile)
@@ -457,7 +459,7 @@ def run(task, run_dir, profile, *, device=None, seed: int = 0, quiet: bool = Fal
                 row["samples"] = Path(os.path.relpath(row["samples"], mdir)).as_posix()
         out["guidance"] = sweep
         axes = G.plot_sweep(sweep)
-        report.atomic_savefig(axes[0].figure, mdir / "guidance.png")
+        atomic.savefig(axes[0].figure, mdir / "guidance.png")
         import matplotlib.pyplot as plt
 
         plt.close(axes[0].figure)
@@ -465,9 +467,9 @@ def run(task, run_dir, profile, *, device=None, seed: int = 0, quiet: bool = Fal
         _say(f"[{task.name}] no trained model in {tdir}: guidance skipped", quiet)
 
     out["seconds"] = round(time.perf_counter() - t_start, 1)
-    out["provenance"] = {"machine": report.machine_info(), "created": report.now_iso()}
-    report.atomic_write_json(mdir / "mitigation.json", out)
-    report.atomic_write_text(mdir / "mitigation.md", markdown(out))
+    out["provenance"] = {"machine": provenance.machine_info(), "created": provenance.now_iso()}
+    atomic.write_json(mdir / "mitigation.json", out)
+    atomic.write_text(mdir / "mitigation.md", markdown(out))
     _say(f"[{task.name}] mitigation: {mdir / 'mitigation.md'}", quiet)
     return out
 
@@ -538,15 +540,15 @@ def _task_and_dir(args):
 
 
 def _profile_of(tdir: Path, name):
-    from rulelib import profiles
+    from rulelib.run import profiles
 
     if name:
         return profiles.get(name)
     pfile = tdir / "profile.json"
     if pfile.exists():
-        from rulelib.report import read_json
+        from rulelib import atomic
 
-        return profiles.get(read_json(pfile)["profile"])
+        return profiles.get(atomic.read_json(pfile)["profile"])
     return profiles.get("auto")
 
 
@@ -554,8 +556,7 @@ def cmd_filter(args) -> int:
     """Filter a run's samples (or --images) with a pixel classifier; print and save the report."""
     import json
 
-    from rulelib import report
-    from rulelib import sample as sampler
+    from rulelib.diffusion import sample as sampler
 
     task, tdir = _task_and_dir(args)
     device = _device(args.device)
@@ -591,7 +592,7 @@ def cmd_filter(args) -> int:
     rep = C.filter_report(
         task, gen, model, threshold=args.threshold, n_boot=args.n_boot, seed=args.seed
     )
-    report.atomic_write_json(mdir / f"filter_{arch}.json", rep)
+    atomic.write_json(mdir / f"filter_{arch}.json", rep)
     print(filter_table({arch: rep}))
     print(json.dumps({"kept": rep["kept"], "kept_share": rep["kept_share"]}))
     return 0
@@ -600,8 +601,7 @@ def cmd_filter(args) -> int:
 def cmd_guide(args) -> int:
     """Guided samples of a run's model with a noise-aware classifier; print and save the rule
     report."""
-    from rulelib import report
-    from rulelib import train as trainer
+    from rulelib.diffusion import train as trainer
     from rulelib.metrics import format_table, rule_report
 
     task, tdir = _task_and_dir(args)
@@ -662,9 +662,7 @@ def cmd_guide(args) -> int:
     )
     feats, ok = task.measure(imgs)
     rep = rule_report(task, feats, ok, n_boot=args.n_boot, seed=args.seed)
-    report.atomic_write_json(
-        out_path.with_suffix(".json"), {"guidance": g.describe(), "report": rep}
-    )
+    atomic.write_json(out_path.with_suffix(".json"), {"guidance": g.describe(), "report": rep})
     print(format_table({task.name: rep}))
     return 0
 

@@ -18,6 +18,8 @@ import math
 import numpy as np
 import torch
 
+from rulelib.theory.twopatch import DTYPE, TwoPatchModel, rule_error
+
 __all__ = [
     "contrastive_pairs",
     "mean_difference_direction",
@@ -28,18 +30,11 @@ __all__ = [
 ]
 
 
-def _model_cls():
-    from rulelib.theory import DTYPE, TwoPatchModel
-
-    return DTYPE, TwoPatchModel
-
-
 def contrastive_pairs(model, n: int, delta: float, sigma_xi: float = 1.0, seed: int = 0):
     """(x_pos, x_neg), each (n, 2, d): x_pos = [a u ; f(a) v] + xi and
     x_neg = [a u ; (f(a) + delta) v] + xi', with the same a and independent xi, xi' ~
     N(0, sigma_xi^2 I).  Negatives have the dependent feature too large by delta, the coarse
     rule kept (the contrastive class 2 of the paper)."""
-    DTYPE, _ = _model_cls()
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"number of pairs n={n!r} must be a positive integer")
     if not math.isfinite(delta) or delta == 0:
@@ -86,7 +81,6 @@ def alignment_table(
     """Simulate the alignment law over a grid: for every (n, d, delta), ``reps`` independent
     contrastive data sets, the mean-difference direction, and its cos^2 with v.  Rows:
     {n, d, delta, snr, law, sim (mean), sim_lo, sim_hi (mean +- 1.96 s.e.)}."""
-    _, TwoPatchModel = _model_cls()
     rows = []
     for d in ds:
         model = TwoPatchModel(d=int(d), rule=rule)
@@ -147,9 +141,6 @@ def guided_rule_error(
                 jointly: its tilt couples the patches and R falls with lambda (at the price of a
                 falling effective sample size).
     Rows: {scale, R, var_b_hat, var_f_a_hat, bias2, corr, ess (effective sample size), cos2}."""
-    from rulelib.theory import rule_error
-
-    DTYPE, _ = _model_cls()
     if classifier not in ("linear", "oracle"):
         raise ValueError(f"classifier {classifier!r} unknown; expected 'linear' or 'oracle'")
     scales = [float(x) for x in scales]

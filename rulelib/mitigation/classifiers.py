@@ -1,7 +1,7 @@
 """Rule classifiers on pixels: the paper's three, a noise-aware one for guidance, and filtering.
 
 Paper section 5 (our ../shared/paper.md section 5).  Two families, both predicting the contrastive
-class (0 too small, 1 conforming, 2 too large; ``rulelib.contrastive``):
+class (0 too small, 1 conforming, 2 too large; ``rulelib.mitigation.contrastive``):
 
 * pixel classifiers p(y | x0): ``mlp`` (3072 -> 512 -> 128 -> 3), ``resnet8`` (16, 32, 64 channels,
   one basic block per stage), ``smallconv`` (3 -> 64 -> 128 -> 64 -> 3 convolutions, global average
@@ -264,7 +264,7 @@ def is_noisy(model: nn.Module) -> bool:
 
 def to_tensor(images: np.ndarray, device="cpu") -> torch.Tensor:
     """uint8 (n, H, W, 3) images -> float32 (n, 3, H, W) in [-1, 1], the diffusion model's scale."""
-    from rulelib.diffusion import images_to_tensor
+    from rulelib.diffusion.schedule import images_to_tensor
 
     if np.ndim(images) == 4 and np.shape(images)[-1] != 3:
         raise ValueError(f"expected RGB images (n, H, W, 3), got shape {np.shape(images)}")
@@ -272,8 +272,9 @@ def to_tensor(images: np.ndarray, device="cpu") -> torch.Tensor:
 
 
 def linear_alpha_bars() -> torch.Tensor:
-    """abar_t of the paper's schedule (T = 1000, beta linear 1e-4 .. 2e-2; rulelib.diffusion)."""
-    from rulelib.diffusion import Schedule
+    """abar_t of the paper's schedule (T = 1000, beta linear 1e-4 .. 2e-2;
+    rulelib.diffusion.schedule)."""
+    from rulelib.diffusion.schedule import Schedule
 
     return Schedule().alpha_bars
 
@@ -337,7 +338,7 @@ def train_classifier(
     sqrt(abar_s) x0 + sqrt(1 - abar_s) eps with s = noise_t.  Noise-aware loss: cross entropy of x_t
     with t ~ U{0..T-1} (Ho et al. eq. 4).
     """
-    from rulelib.contrastive import split
+    from rulelib.mitigation.contrastive import split
 
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(images):

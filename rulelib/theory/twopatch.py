@@ -13,8 +13,8 @@ Read top to bottom; each block is one step of notebook 01:
     6. metrics    rule error R = E(b_hat - f(a_hat))^2, its decomposition, ratio error, coarse
                   trend, each with a bootstrap 95 % interval
 
-The symbolic derivations (sympy) live in `rulelib.theory_symbolic`, the contrastive classifier of
-issue 4 in `rulelib.theory_contrastive`; both are re-exported here so `rulelib.theory` is the one
+The symbolic derivations (sympy) live in `rulelib.theory.symbolic`, the contrastive classifier of
+issue 4 in `rulelib.theory.contrastive`; both are re-exported here so `rulelib.theory` is the one
 entry point.  Everything numeric is torch float64 (the decoupling identity is checked to 1e-10).
 """
 
@@ -671,9 +671,3 @@ def var_f(model: TwoPatchModel, n_grid: int = 100000) -> float:
     fb = model.rule(nodes)
     m = (w * fb).sum()
     return float((w * (fb - m) ** 2).sum())
-
-
-# The symbolic derivations and the contrastive classifier, re-exported: `rulelib.theory` is the
-# entry point of the theory.
-from rulelib.theory_contrastive import *  # noqa: E402, F403
-from rulelib.theory_symbolic import *  # noqa: E402, F403

@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rulelib import atomic
-from rulelib.diffusion import Schedule, tensor_to_images
+from rulelib.diffusion.schedule import Schedule, tensor_to_images
 
 NOISE_CHUNK = 16
 

@@ -2,7 +2,7 @@
 
 A profile turns a task name into the two things a run needs:
 
-    profile.train_config(task, seed, device)  ->  rulelib.train.TrainConfig
+    profile.train_config(task, seed, device)  ->  rulelib.diffusion.train.TrainConfig
     profile.sampling(task)                    ->  SamplingSettings (method, steps, eta, weights, n)
 
 Three profiles (paper.md section 4 and issue 3 "Profiles"):
@@ -28,14 +28,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rulelib import unet
+from rulelib.diffusion import unet
 
 TASK_NAMES = ("A", "B", "C", "D")
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How to draw the generated images of one task (arguments of rulelib.sample.sample)."""
+    """How to draw the generated images of one task (arguments of
+    rulelib.diffusion.sample.sample)."""
 
     method: str  # "ddpm" (ancestral, Ho et al. eq. 11) or "ddim" (Song et al. eq. 12)
     steps: int | None  # None = all T steps (DDPM); DDIM sub-sequence length otherwise
@@ -56,7 +57,7 @@ class Profile:
 
     name: str
     description: str
-    preset: str  # rulelib.unet preset
+    preset: str  # rulelib.diffusion.unet preset
     epochs: dict[str, int] | None  # training epochs per task; None: the paper's epochs
     batch_size: int
     lr: float
@@ -111,8 +112,8 @@ class Profile:
         return max(1, self.epochs_for(task) // max(1, self.ckpt_count))
 
     def train_config(self, task: str, seed: int = 0, device: str = "cpu"):
-        """The rulelib.train.TrainConfig of this profile for one task."""
-        from rulelib.train import TrainConfig
+        """The rulelib.diffusion.train.TrainConfig of this profile for one task."""
+        from rulelib.diffusion.train import TrainConfig
 
         return TrainConfig(
             task=task,

@@ -1,7 +1,9 @@
 """Classifier guidance towards the rule-conforming class (paper section 5; Dhariwal & Nichol 2021).
 
-A noise-aware classifier p(y | x_t, t) (``rulelib.classifiers``, kinds ``cheap`` and ``unet``)
-trained on the contrastive data (``rulelib.contrastive``) tilts the reverse process towards class 1
+A noise-aware classifier p(y | x_t, t) (``rulelib.mitigation.classifiers``, kinds ``cheap`` and
+``unet``)
+trained on the contrastive data (``rulelib.mitigation.contrastive``) tilts the reverse process
+towards class 1
 (rule-conforming):
 
 * DDPM ancestral (Dhariwal & Nichol, Algorithm 1; the paper's form):
@@ -9,7 +11,8 @@ trained on the contrastive data (``rulelib.contrastive``) tilts the reverse proc
       mu <- mu + w_t * sigma_t^2 * grad_x log p(y = 1 | x, t),   sigma_t^2 = beta_t,
 
   with the gradient taken at x = x_t (the paper) or at x = mu (``grad_at="mu"``, classifier time t
-  - 1). ``rulelib.sample.ddpm_step`` computes mu from eps (Ho et al. eq. 11, mu = (x_t - beta_t /
+  - 1). ``rulelib.diffusion.sample.ddpm_step`` computes mu from eps (Ho et al. eq. 11, mu = (x_t -
+  beta_t /
     sqrt(1 - abar_t) eps) / sqrt(alpha_t)), so the shift is applied *through* eps: eps <- eps - w_t
     sqrt(alpha_t) sqrt(1 - abar_t) grad, which moves mu by exactly w_t beta_t grad and lets guidance
     reuse the sampler's update rule, seeding and resumable output unchanged.
@@ -82,7 +85,8 @@ def log_prob_grad(classifier, x: torch.Tensor, t: torch.Tensor, target: int = 1)
 
 
 class Guidance:
-    """Classifier guidance for ``rulelib.sample.sample``: ``guidance.eps_fn(model)`` is its
+    """Classifier guidance for ``rulelib.diffusion.sample.sample``: ``guidance.eps_fn(model)`` is
+        its
     ``eps_fn``.
 
     Args: classifier: noise-aware p(y | x_t, t), called as classifier(x_t, t) -> logits. schedule:
@@ -157,7 +161,8 @@ class Guidance:
         return eps - (w * math.sqrt(1.0 - beta) * math.sqrt(1.0 - ab)) * g.to(eps.dtype)
 
     def eps_fn(self, model):
-        """The ``eps_fn(x_t, t)`` for ``rulelib.sample.sample``: the model's eps, shifted."""
+        """The ``eps_fn(x_t, t)`` for ``rulelib.diffusion.sample.sample``: the model's eps,
+        shifted."""
 
         def fn(x_t, t):
             return self.shift(x_t, t, model(x_t, t))
@@ -168,12 +173,12 @@ class Guidance:
 def guided_sample(
     model, schedule, guidance: Guidance, n: int, *, seed: int, **kwargs
 ) -> np.ndarray:
-    """``rulelib.sample.sample`` with classifier guidance.
+    """``rulelib.diffusion.sample.sample`` with classifier guidance.
 
     ``kwargs`` as there (steps, eta, batch_size, device, out_path, progress, ...).  The guidance
     settings go into the meta of resumable output; a rerun with other settings is refused.
     """
-    from rulelib.sample import sample
+    from rulelib.diffusion.sample import sample
 
     if hasattr(model, "eval"):
         model.eval()
@@ -227,7 +232,8 @@ def scale_sweep(
     so the pairing removes the noise the scales share and leaves the guidance's effect).  With
     ``out_dir``, samples go to ``out_dir/guided_<weight>_s<scale>.npz`` (resumable) and are reused
     on a rerun.  ``clip_x0`` clips each step's clean-image prediction as the run's
-    own sampler does (``rulelib.sample.clip_eps``), so that scale 0 matches the run's samples.
+    own sampler does (``rulelib.diffusion.sample.clip_eps``), so that scale 0 matches the run's
+    samples.
     """
     from pathlib import Path
 

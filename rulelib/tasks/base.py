@@ -1,0 +1,184 @@
+"""The rule-task base class and the registry of tasks by name.
+
+A rule task draws scene parameters, turns them into primitives (``rulelib.tasks.render``),
+renders 32x32 uint8 images on white, reads the features back and states its rule.  The four tasks
+of the paper live in ``rulelib.tasks.geometric``; ``rulelib.tasks`` (the package) says how to
+define one of your own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rulelib.tasks import render
+
+W = float(render.SIZE)  # canvas side in pixels; features are lengths divided by W
+PX = 1.0 / W  # one pixel in units of W
+GAP = 1.0 / W  # white margin kept between distinct objects (ours)
+COARSE_MARGIN = 1.05  # under dependent_scale, C's disk 2 / D's bottom square stay >= 5 % larger
+
+
+def _check_n(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    return int(n)
+
+
+class RuleTask:
+    """One rule task.  Subclasses set the class attributes and implement the five methods below.
+
+    Subclass hooks (parameters in units of W, arrays of shape (n,), colours (n, 3) RGB):
+
+    * ``draw(idx, rng, scale) -> dict``: scene parameters for the images ``idx`` (their positions
+      in the batch; task A uses them for its cyclic sun intervals).  ``scale`` (len(idx),)
+      multiplies the dependent feature (1.0 for ordinary data): use ``scale_dependent``, which
+      clips to ``dependent_bounds``, and store its flag as ``clipped``.
+    * ``primitives(params) -> list`` of ``render.Rect`` / ``render.Disk`` in pixels.
+    * ``measure(images) -> (features, ok)``; ``rule_xy(features) -> (x, y)``;
+      ``coarse_ok(features) -> bool array``.
+    * optional ``valid(params) -> bool array``: geometric constraints (default: all valid).
+    """
+
+    name: str = ""
+    title: str = ""
+    feature_names: tuple[str, ...] = ()
+    k: float = 1.0
+    train_size: int = 2000
+    paper_epochs: int = 0
+    x_label: str = "x"
+    y_label: str = "y"
+    dependent: str = ""  # the feature that dependent_scale multiplies
+    max_rounds: int = 1000  # safety cap on redraw rounds
+
+    def __init__(self):
+        self.last_redraws = 0
+
+    # ---- hooks -------------------------------------------------------------------------------
+    def draw(self, idx: np.ndarray, rng: np.random.Generator, scale: np.ndarray) -> dict:
+        raise NotImplementedError
+
+    def primitives(self, params: dict) -> list:
+        raise NotImplementedError
+
+    def measure(self, images: np.ndarray, reasons: dict | None = None) -> tuple[dict, np.ndarray]:
+        """Features (dict of (n,) arrays, NaN where not measurable) and ok (n,) bool.
+
+        ``reasons``: an optional dict that receives, per failed check, the images that failed it.
+        """
+        raise NotImplementedError
+
+    def rule_xy(self, features: dict) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def coarse_ok(self, features: dict) -> np.ndarray:
+        raise NotImplementedError
+
+    def valid(self, params: dict) -> np.ndarray:
+        n = len(next(iter(params.values())))
+        return np.ones(n, dtype=bool)
+
+    def dependent_bounds(self, params: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bound (units of W) of the dependent feature under dependent_scale."""
+        raise NotImplementedError
+
+    # ---- shared machinery --------------------------------------------------------------------
+    def scale_dependent(self, value, scale, params):
+        """Multiply the dependent feature by dependent_scale and clip it to ``dependent_bounds``.
+
+        Returns (value, clipped as 0.0 / 1.0).  Images with scale 1 keep the rule's value.
+        """
+        if np.all(scale == 1.0):
+            return value, np.zeros_like(value)
+        lo, hi = self.dependent_bounds(params)
+        v = value * scale
+        out = np.where(scale == 1.0, value, np.clip(v, lo, hi))  # unscaled images stay on the rule
+        return out, (out != v).astype(np.float64)
+
+    def has_full_pixel(self, params: dict) -> np.ndarray:
+        """True where every object fully covers at least one pixel (the redraw rule, ours)."""
+        n = len(next(iter(params.values())))
+        ok = np.ones(n, dtype=bool)
+        for prim in self.primitives(params):
+            if hasattr(prim, "has_full_pixel"):  # closed form (render.Rect, render.Disk)
+                ok &= prim.has_full_pixel()
+            else:
+                ok &= prim.coverage().reshape(n, -1).max(1) >= 1.0 - 1e-9
+        return ok
+
+    def scene(self, n: int, seed: int, *, dependent_scale=None) -> dict:
+        """Scene parameters (units of W, colours included) of n images, deterministic for a seed."""
+        n = _check_n(n)
+        if dependent_scale is None:
+            scale = np.ones(n)
+        else:
+            scale = np.broadcast_to(np.asarray(dependent_scale, dtype=np.float64), (n,)).copy()
+            if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+                raise ValueError(
+                    f"dependent_scale must be positive and finite (a float or an array of {n}), "
+                    f"got values in [{scale.min()}, {scale.max()}]"
+                )
+        rng = np.random.default_rng(seed)
+        params = self.draw(np.arange(n), rng, scale)
+        redraws = np.zeros(n)
+        pending = np.arange(n)  # images whose latest draw is not yet checked
+        for _ in range(self.max_rounds):
+            sub = {k: v[pending] for k, v in params.items()}
+            geom_ok = self.valid(sub)  # geometric rejection: not counted as a redraw
+            size_ok = np.ones(len(pending), dtype=bool)
+            if geom_ok.any():
+                size_ok[geom_ok] = self.has_full_pixel({k: v[geom_ok] for k, v in sub.items()})
+            redraws[pending[geom_ok & ~size_ok]] += 1
+            pending = pending[~(geom_ok & size_ok)]
+            if len(pending) == 0:
+                break
+            new = self.draw(pending, rng, scale[pending])
+            for key in params:
+                params[key][pending] = new[key]
+        else:
+            raise RuntimeError(
+                f"task {self.name}: scenes still invalid after {self.max_rounds} rounds"
+            )
+        params["n_redraws"] = redraws
+        self.last_redraws = int(redraws.sum())
+        return params
+
+    def render(self, params: dict) -> np.ndarray:
+        """uint8 images (n, 32, 32, 3) of the given scene parameters."""
+        n = len(next(iter(params.values())))
+        return render.render(self.primitives(params), n)
+
+    def sample(self, n: int, seed: int, *, dependent_scale=None):
+        """n images (uint8 (n, 32, 32, 3)) and their truth (dict of float64 (n,) arrays)."""
+        params = self.scene(n, seed, dependent_scale=dependent_scale)
+        truth = {k: np.asarray(v, dtype=np.float64) for k, v in params.items() if np.ndim(v) == 1}
+        return self.render(params), truth
+
+    def dataset(self, seed: int = 0):
+        """The training set: ``sample(train_size, seed)``."""
+        return self.sample(self.train_size, seed)
+
+    def __repr__(self):
+        return f"<RuleTask {self.name}: {self.title}>"
+
+
+_REGISTRY: dict[str, RuleTask] = {}
+
+
+def register(task: RuleTask) -> RuleTask:
+    """Add a task to the registry under ``task.name`` (replacing any task of that name)."""
+    if not isinstance(task, RuleTask) or not task.name:
+        raise ValueError(f"expected a RuleTask instance with a name, got {task!r}")
+    _REGISTRY[task.name] = task
+    return task
+
+
+def names() -> list[str]:
+    """Names of the registered tasks, sorted ("A".."D" plus any user-registered ones)."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> RuleTask:
+    """The registered task called ``name`` (e.g. "A")."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown task {name!r}; valid names are {names()}")
+    return _REGISTRY[name]
