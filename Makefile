@@ -1,7 +1,8 @@
 # The two commands of the README. Each creates .venv with the pinned dependencies when missing.
 #   make reproduce   the main job: the whole reproduction into runs/reproduce
 #                    (paper profile when CUDA is available, the CPU-sized quick profile otherwise)
-#   make test        lint, format check, unit tests and every notebook (nbval)
+#   make test        lint, format check, unit tests and every notebook (nbval) at test size
+#   make notebooks   re-pair every notebook and re-execute it at full size (the committed outputs)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= auto
 OUT    ?= runs/reproduce
 
-.PHONY: reproduce test setup clean-venv
+.PHONY: reproduce test notebooks setup clean-venv
 
 setup: $(STAMP)
 
@@ -25,7 +26,11 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	RULELIB_NOTEBOOK_SIZE=test $(BIN)/python -m pytest tests notebooks --nbval-lax \
+		--nbval-current-env -p no:cacheprovider
+
+notebooks: $(STAMP)
+	$(BIN)/python tools/sync_notebooks.py
 
 clean-venv:
 	rm -rf $(VENV)

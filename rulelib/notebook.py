@@ -21,6 +21,37 @@ SIZE_VARIABLE = "RULELIB_NOTEBOOK_SIZE"
 REPO_URL = "https://github.com/rulelib/rulelib.git"
 
 
+# The first code cell of every notebook, written by `colab_cell` (`make notebooks` puts it there and
+# tests/test_packaging.py checks it): the installed package where there is one, else a clone.
+_COLAB_CELL = """\
+# Set-up: uses the installed rulelib; on Colab (or any kernel without it) clones and installs it.
+# The address is rulelib.notebook.REPO_URL: a fork changes it there and runs `make notebooks`.
+import os
+import subprocess
+import sys
+
+REPO_URL = "{url}"
+try:
+    import rulelib
+except ImportError:
+    if not os.path.isdir("rulelib-repo"):
+        clone = subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "rulelib-repo"])
+        if clone.returncode != 0:
+            raise SystemExit(
+                f"could not clone {{REPO_URL}} (not published there yet?): upload the repository "
+                "as a folder named rulelib-repo next to this notebook, or set REPO_URL to your "
+                "fork, and run this cell again"
+            ) from None
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "rulelib-repo"], check=True)
+    sys.path.insert(0, os.path.abspath("rulelib-repo"))
+    import rulelib"""
+
+
+def colab_cell(url: str = REPO_URL) -> str:
+    """The source of every notebook's set-up cell (the repository address filled in)."""
+    return _COLAB_CELL.format(url=url)
+
+
 def size() -> str:
     """'test' under the test command (or CI=true), else 'full'; a bad value is refused."""
     value = os.environ.get(SIZE_VARIABLE, "").strip().lower()

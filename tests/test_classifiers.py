@@ -7,6 +7,7 @@ import torch
 from rulelib import tasks
 from rulelib.mitigation import classifiers as C
 from rulelib.mitigation import contrastive as CD
+from rulelib.mitigation import filtering
 
 
 def colour_set(n=240, seed=0):
@@ -117,13 +118,13 @@ class Lookup(torch.nn.Module):
 def test_filter_mask_and_threshold():
     logits = np.log([[0.1, 0.8, 0.1], [0.5, 0.4, 0.1], [0.2, 0.6, 0.2], [0.1, 0.2, 0.7]])
     imgs = np.zeros((4, 32, 32, 3), np.uint8)
-    keep, p1 = C.filter_mask(Lookup(logits), imgs)
+    keep, p1 = filtering.filter_mask(Lookup(logits), imgs)
     assert keep.tolist() == [True, False, True, False]
     np.testing.assert_allclose(p1, [0.8, 0.4, 0.6, 0.2], rtol=1e-5)
-    keep, _ = C.filter_mask(Lookup(logits), imgs, threshold=0.7)
+    keep, _ = filtering.filter_mask(Lookup(logits), imgs, threshold=0.7)
     assert keep.tolist() == [True, False, False, False]
     with pytest.raises(ValueError, match="threshold"):
-        C.filter_mask(Lookup(logits), imgs, threshold=1.5)
+        filtering.filter_mask(Lookup(logits), imgs, threshold=1.5)
 
 
 def test_filter_report_keeps_the_conforming_images():
@@ -133,7 +134,7 @@ def test_filter_report_keeps_the_conforming_images():
     images, labels, _ = CD.make_contrastive(task, 240, seed=0)
     logits = np.full((240, 3), -5.0)
     logits[np.arange(240), labels] = 5.0
-    rep = C.filter_report(task, images, Lookup(logits), n_boot=200)
+    rep = filtering.filter_report(task, images, Lookup(logits), n_boot=200)
     assert rep["kept"] == 80 and rep["kept_share"] == pytest.approx(1 / 3)
     after, before = rep["after"], rep["before"]
     assert after["conforming_pct"]["value"] >= 95

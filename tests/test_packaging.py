@@ -7,6 +7,8 @@ from pathlib import Path
 import jupytext
 import pytest
 
+from rulelib import notebook
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,7 +50,7 @@ def test_constraints_pin_every_package_ci_installs():
     assert _pyproject_packages() <= pinned, _pyproject_packages() - pinned
 
 
-NOTEBOOK_SOURCES = sorted((ROOT / "notebooks").glob("*.py"))
+NOTEBOOK_SOURCES = sorted((ROOT / "notebooks").glob("[0-9]*.py"))
 
 
 def _cells(path: Path) -> list[tuple[str, str]]:
@@ -59,10 +61,9 @@ def _cells(path: Path) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("source", NOTEBOOK_SOURCES, ids=lambda p: p.name)
 def test_notebook_py_and_ipynb_are_paired(source: Path):
     paired = source.with_suffix(".ipynb")
-    assert paired.exists(), f"{paired.name} is missing: run tools/sync_notebooks.sh {source}"
-    assert _cells(source) == _cells(paired), (
-        f"{source.name} and {paired.name} differ: run tools/sync_notebooks.sh {source}"
-    )
+    sync = f"run .venv/bin/python tools/sync_notebooks.py {source.relative_to(ROOT)}"
+    assert paired.exists(), f"{paired.name} is missing: {sync}"
+    assert _cells(source) == _cells(paired), f"{source.name} and {paired.name} differ: {sync}"
 
 
 @pytest.mark.parametrize("source", NOTEBOOK_SOURCES, ids=lambda p: p.name)
@@ -72,3 +73,36 @@ def test_committed_notebook_was_executed(source: Path):
     checked = [c for c in notebook.cells if "NBVAL_CHECK_OUTPUT" in c.source]
     assert checked, f"{source.name} has no # NBVAL_CHECK_OUTPUT cell"
     assert all(c.get("outputs") for c in checked), f"{source.name}: checked cells lack outputs"
+
+
+@pytest.mark.parametrize("source", NOTEBOOK_SOURCES, ids=lambda p: p.name)
+def test_setup_cell_is_the_shared_template(source: Path):
+    """The Colab set-up cell is written from one template holding the repository address, so a
+    fork changes rulelib.notebook.REPO_URL and runs `make notebooks`."""
+    first = next(src for kind, src in _cells(source) if kind == "code")
+    assert first == notebook.colab_cell().strip(), (
+        f"{source.name}: its first code cell is not rulelib.notebook.colab_cell(); run "
+        f".venv/bin/python tools/sync_notebooks.py {source}"
+    )
+    assert notebook.REPO_URL in first
+
+
+def test_notebook_size_follows_the_test_command(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv(notebook.SIZE_VARIABLE, raising=False)
+    assert notebook.size() == "full"
+    monkeypatch.setenv("CI", "true")
+    assert notebook.test_size()
+    monkeypatch.setenv(notebook.SIZE_VARIABLE, "full")
+    assert notebook.size() == "full"  # the explicit setting wins over CI
+    monkeypatch.setenv(notebook.SIZE_VARIABLE, "huge")
+    with pytest.raises(ValueError, match="huge"):
+        notebook.size()
+
+
+def test_makefile_runs_notebooks_at_test_size():
+    """`make test` (so .ci/run too) selects the test size itself: the user sets no variable."""
+    test_rule = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert f"{notebook.SIZE_VARIABLE}=test" in test_rule
+    assert "notebooks" in test_rule
+    assert "make test" in (ROOT / ".ci" / "run").read_text()

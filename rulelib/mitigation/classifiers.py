@@ -1,6 +1,6 @@
-"""Rule classifiers on pixels: the paper's three, a noise-aware one for guidance, and filtering.
+"""Rule classifiers: training, prediction and checkpoints (the networks are in ``networks``).
 
-Paper section 5 (our ../shared/paper.md section 5).  Two families, both predicting the contrastive
+docs/paper.md section 5.  Two families, both predicting the contrastive
 class (0 too small, 1 conforming, 2 too large; ``rulelib.mitigation.contrastive``):
 
 * pixel classifiers p(y | x0): ``mlp`` (3072 -> 512 -> 128 -> 3), ``resnet8`` (16, 32, 64 channels,
@@ -33,228 +33,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from rulelib import atomic
-
-PIXEL_ARCHS = ("mlp", "resnet8", "smallconv")
-NOISY_ARCHS = ("cheap", "unet")
-IMAGE_SIZE = 32
-
-# Paper section 5: test accuracy (%) of the three pixel classifiers on the contrastive data.
-PAPER_ACCURACY = {
-    "mlp": {"A": 67.47, "B": 77.58, "C": 45.83, "D": 81.17},
-    "resnet8": {"A": 62.74, "B": 66.50, "C": 80.17, "D": 75.83},
-    "smallconv": {"A": 64.25, "B": 75.13, "C": 82.37, "D": 81.17},
-}
+from rulelib.diffusion.schedule import Schedule, images_to_tensor
+from rulelib.mitigation.contrastive import split
+from rulelib.mitigation.networks import IMAGE_SIZE, NOISY_ARCHS, PIXEL_ARCHS, build, is_noisy
 
 
 class CheckpointMismatchError(ValueError):
     """A classifier checkpoint was made for another task, image size, kind or architecture."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Pixel classifiers p(y | x0)
-# --------------------------------------------------------------------------------------------------
-
-
-class MLP(nn.Module):
-    """The paper's MLP: flatten 3 x 32 x 32 = 3072 -> 512 -> 128 -> classes, ReLU between."""
-
-    def __init__(self, num_classes: int = 3, image_size: int = IMAGE_SIZE):
-        super().__init__()
-        d = 3 * image_size * image_size
-        self.net = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(d, 512),
-            nn.ReLU(),
-            nn.Linear(512, 128),
-            nn.ReLU(),
-            nn.Linear(128, num_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class BasicBlock(nn.Module):
-    """He et al. (2016) basic block: two 3x3 conv-BN layers plus an identity or 1x1 shortcut."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.short = nn.Identity()
-        if stride != 1 or c_in != c_out:
-            self.short = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(h)) + self.short(x))
-
-
-class ResNet8(nn.Module):
-    """CIFAR ResNet-8: 3x3 stem, one basic block per stage (16, 32, 64 ch.), pool, linear."""
-
-    def __init__(self, num_classes: int = 3, widths: tuple[int, int, int] = (16, 32, 64)):
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
-        )
-        self.stages = nn.Sequential(
-            BasicBlock(widths[0], widths[0], 1),
-            BasicBlock(widths[0], widths[1], 2),
-            BasicBlock(widths[1], widths[2], 2),
-        )
-        self.fc = nn.Linear(widths[2], num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.stages(self.stem(x)).mean(dim=(2, 3)))
-
-
-class SmallConv(nn.Module):
-    """The paper's small conv net: 3x3 convs 3 -> 64 -> 128 -> 64 -> classes, global avg pool."""
-
-    def __init__(self, num_classes: int = 3):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(3, 64, 3, 1, 1),
-            nn.ReLU(),
-            nn.Conv2d(64, 128, 3, 2, 1),
-            nn.ReLU(),
-            nn.Conv2d(128, 64, 3, 2, 1),
-            nn.ReLU(),
-            nn.Conv2d(64, num_classes, 3, 1, 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).mean(dim=(2, 3))
-
-
-# --------------------------------------------------------------------------------------------------
-# Noise-aware classifiers p(y | x_t, t)
-# --------------------------------------------------------------------------------------------------
-
-
-def _time_embedding(dim: int):
-    """Sinusoidal embedding of t (as in the DDPM U-Net) followed by a two-layer MLP."""
-    from diffusers.models.embeddings import TimestepEmbedding, Timesteps
-
-    return nn.ModuleDict({"sin": Timesteps(dim, True, 0.0), "mlp": TimestepEmbedding(dim, 4 * dim)})
-
-
-class CheapNoisyClassifier(nn.Module):
-    """Cheap p(y | x_t, t): three stride-2 3x3 convolutions (32, 64, 64 ch.), each plus a
-    projection of the
-    time embedding, GroupNorm and SiLU, then global average pool and a linear head.
-
-    About 2 M multiply-adds per image, some 1-5 % of a small U-Net's forward pass, so one gradient
-    per sampling step adds little (benchmarks/guidance.py measures it).
-    """
-
-    def __init__(
-        self, num_classes: int = 3, widths: tuple[int, ...] = (32, 64, 64), t_dim: int = 32
-    ):
-        super().__init__()
-        self.temb = _time_embedding(t_dim)
-        self.convs = nn.ModuleList()
-        self.tproj = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        c_in = 3
-        for c in widths:
-            self.convs.append(nn.Conv2d(c_in, c, 3, 2, 1))
-            self.tproj.append(nn.Linear(4 * t_dim, c))
-            self.norms.append(nn.GroupNorm(8, c))
-            c_in = c
-        self.head = nn.Linear(c_in, num_classes)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = F.silu(self.temb["mlp"](self.temb["sin"](t).to(x.dtype)))
-        h = x
-        for conv, proj, norm in zip(self.convs, self.tproj, self.norms):
-            h = F.silu(norm(conv(h) + proj(emb)[:, :, None, None]))
-        return self.head(h.mean(dim=(2, 3)))
-
-
-class UNetEncoderClassifier(nn.Module):
-    """The paper's guidance classifier: the encoder half of a DDPM U-Net (Dhariwal & Nichol's
-    ``EncoderUNetModel``), built from diffusers' blocks.
-
-    conv_in -> down blocks at width * (1, 2, 3) (ResNet blocks with the time embedding added,
-    self-attention in the two lower blocks) -> a mid block with attention -> GroupNorm, SiLU, global
-    average pool, linear. With width 128 (the paper) it has about 12 M parameters; ``width=32``
-    gives a CPU-sized version.
-    """
-
-    def __init__(
-        self,
-        num_classes: int = 3,
-        width: int = 128,
-        mult: tuple[int, ...] = (1, 2, 3),
-        layers_per_block: int = 1,
-        attention: tuple[bool, ...] = (False, True, True),
-        head_dim: int = 32,
-    ):
-        super().__init__()
-        from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block
-
-        t_dim = width
-        self.temb = _time_embedding(t_dim)
-        self.conv_in = nn.Conv2d(3, width, 3, 1, 1)
-        groups = min(32, width // 4)
-        blocks, c_in = [], width
-        for i, (m, attn) in enumerate(zip(mult, attention)):
-            c_out = width * m
-            blocks.append(
-                get_down_block(
-                    "AttnDownBlock2D" if attn else "DownBlock2D",
-                    num_layers=layers_per_block,
-                    in_channels=c_in,
-                    out_channels=c_out,
-                    temb_channels=4 * t_dim,
-                    add_downsample=i < len(mult) - 1,
-                    resnet_eps=1e-5,
-                    resnet_act_fn="silu",
-                    resnet_groups=groups,
-                    attention_head_dim=head_dim,
-                    downsample_padding=1,
-                )
-            )
-            c_in = c_out
-        self.down = nn.ModuleList(blocks)
-        self.mid = UNetMidBlock2D(
-            c_in, 4 * t_dim, resnet_eps=1e-5, resnet_groups=groups, attention_head_dim=head_dim
-        )
-        self.norm = nn.GroupNorm(groups, c_in)
-        self.head = nn.Linear(c_in, num_classes)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = self.temb["mlp"](self.temb["sin"](t).to(x.dtype))
-        h = self.conv_in(x)
-        for block in self.down:
-            h, _ = block(h, emb)
-        h = self.mid(h, emb)
-        return self.head(F.silu(self.norm(h)).mean(dim=(2, 3)))
-
-
-def build(arch: str, num_classes: int = 3, **kwargs) -> nn.Module:
-    """A classifier by name: pixel mlp / resnet8 / smallconv, or noise-aware cheap / unet."""
-    makers = {
-        "mlp": MLP,
-        "resnet8": ResNet8,
-        "smallconv": SmallConv,
-        "cheap": CheapNoisyClassifier,
-        "unet": UNetEncoderClassifier,
-    }
-    if arch not in makers:
-        raise ValueError(f"unknown classifier {arch!r}; expected one of {sorted(makers)}")
-    return makers[arch](num_classes=num_classes, **kwargs)
-
-
-def is_noisy(model: nn.Module) -> bool:
-    """True for a noise-aware classifier, called as model(x_t, t)."""
-    return isinstance(model, (CheapNoisyClassifier, UNetEncoderClassifier))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,8 +49,6 @@ def is_noisy(model: nn.Module) -> bool:
 
 def to_tensor(images: np.ndarray, device="cpu") -> torch.Tensor:
     """uint8 (n, H, W, 3) images -> float32 (n, 3, H, W) in [-1, 1], the diffusion model's scale."""
-    from rulelib.diffusion.schedule import images_to_tensor
-
     if np.ndim(images) == 4 and np.shape(images)[-1] != 3:
         raise ValueError(f"expected RGB images (n, H, W, 3), got shape {np.shape(images)}")
     return images_to_tensor(images, device)
@@ -274,8 +57,6 @@ def to_tensor(images: np.ndarray, device="cpu") -> torch.Tensor:
 def linear_alpha_bars() -> torch.Tensor:
     """abar_t of the paper's schedule (T = 1000, beta linear 1e-4 .. 2e-2;
     rulelib.diffusion.schedule)."""
-    from rulelib.diffusion.schedule import Schedule
-
     return Schedule().alpha_bars
 
 
@@ -338,8 +119,6 @@ def train_classifier(
     sqrt(abar_s) x0 + sqrt(1 - abar_s) eps with s = noise_t.  Noise-aware loss: cross entropy of x_t
     with t ~ U{0..T-1} (Ho et al. eq. 4).
     """
-    from rulelib.mitigation.contrastive import split
-
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(images):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -544,66 +323,3 @@ def load_classifier(
     model = build(info["arch"], info.get("num_classes", 3), **info["config"].get("arch_kwargs", {}))
     model.load_state_dict(load_file(os.fspath(path)))
     return model.to(device).eval(), info
-
-
-# --------------------------------------------------------------------------------------------------
-# Filtering
-# --------------------------------------------------------------------------------------------------
-
-
-def filter_mask(
-    model: nn.Module, images: np.ndarray, *, threshold: float | None = None, **kwargs
-) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the images the classifier calls conforming: arg-max class 1 and, if given, p(1) >=
-    threshold.
-
-    Returns ``(keep, p1)``: a bool mask (n,) and the class-1 probabilities.
-    """
-    if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-        raise ValueError(f"threshold must be a probability in [0, 1] or None, got {threshold!r}")
-    proba = predict_proba(model, images, **kwargs)
-    keep = proba.argmax(1) == 1
-    if threshold is not None:
-        keep &= proba[:, 1] >= threshold
-    return keep, proba[:, 1]
-
-
-def _subset(features: dict, mask: np.ndarray) -> dict:
-    return {k: np.asarray(v)[mask] for k, v in features.items()}
-
-
-def filter_report(
-    task,
-    images: np.ndarray,
-    model: nn.Module,
-    *,
-    threshold: float | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-    features: dict | None = None,
-    ok: np.ndarray | None = None,
-) -> dict:
-    """Every rule metric of generated images before and after filtering, with bootstrap CIs.
-
-    ``features, ok`` may be passed when the images were measured already.  Returns a
-    JSON-serialisable dict: ``before`` and ``after`` (``rulelib.metrics.rule_report``), ``n``,
-    ``kept``, ``kept_share``, ``threshold``.
-    """
-    from rulelib.metrics import rule_report
-
-    if features is None or ok is None:
-        features, ok = task.measure(images)
-    keep, _ = filter_mask(model, images, threshold=threshold)
-    ok = np.asarray(ok, dtype=bool)
-    before = rule_report(task, features, ok, n_boot=n_boot, seed=seed)
-    after = None
-    if keep.sum() > 0:
-        after = rule_report(task, _subset(features, keep), ok[keep], n_boot=n_boot, seed=seed)
-    return {
-        "n": len(images),
-        "kept": int(keep.sum()),
-        "kept_share": float(keep.mean()) if len(keep) else 0.0,
-        "threshold": threshold,
-        "before": before,
-        "after": after,
-    }

@@ -37,8 +37,6 @@ import torch.nn.functional as F
 
 WEIGHT_SCHEDULES = ("constant", "linear", "last_k")
 GRAD_AT = ("x_t", "mu")
-# The paper's guidance scales s for tasks A-D (paper section 5).
-PAPER_SCALES = {"A": 7.0, "B": 3.0, "C": 7.0, "D": 10.0}
 
 
 def check_scale(scale) -> float:
