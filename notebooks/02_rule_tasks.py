@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -12,23 +14,27 @@
 # ---
 
 # %%
-# Set-up: uses the installed package; on Colab, clones the repository and installs it first.
+# Set-up: uses the installed rulelib; on Colab (or any kernel without it) clones and installs it.
+# The address is rulelib.notebook.REPO_URL: a fork changes it there and runs `make notebooks`.
 import os
 import subprocess
 import sys
 
+REPO_URL = "https://github.com/rulelib/rulelib.git"
 try:
     import rulelib
-except ImportError:  # Colab or a bare kernel
-    subprocess.run(
-        ["git", "clone", "--depth", "1", "https://github.com/rulelib/rulelib.git", "rulelib-repo"],
-        check=True,
-    )
+except ImportError:
+    if not os.path.isdir("rulelib-repo"):
+        clone = subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "rulelib-repo"])
+        if clone.returncode != 0:
+            raise SystemExit(
+                f"could not clone {REPO_URL} (not published there yet?): upload the repository "
+                "as a folder named rulelib-repo next to this notebook, or set REPO_URL to your "
+                "fork, and run this cell again"
+            ) from None
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "rulelib-repo"], check=True)
     sys.path.insert(0, os.path.abspath("rulelib-repo"))
     import rulelib
-
-SMOKE = os.environ.get("CI") == "true"  # CI runs the smoke profile
 
 # %% [markdown]
 # # The four rule tasks, measured, and their rule metrics

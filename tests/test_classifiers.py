@@ -189,7 +189,7 @@ def test_cli_subcommands_refuse_bad_input(tmp_path, capsys):
 
     parser = cli.build_parser()
     args = parser.parse_args(["guide", "--task", "D", "--scale", "7", "--schedule", "last_k"])
-    assert args.scale == 7.0 and args.schedule == "last_k" and not hasattr(args, "profile")
+    assert args.scale == 7.0 and args.schedule == "last_k" and args.profile is None
     for bad, msg in (("-1", "finite number >= 0"), ("inf", "finite number >= 0")):
         with pytest.raises(SystemExit) as e:
             cli.main(["guide", "--task", "D", "--out", str(tmp_path), "--scale", bad])

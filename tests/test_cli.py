@@ -8,9 +8,18 @@ import pytest
 import torch
 
 from rulelib import atomic, cli, metrics, report, tasks
-from rulelib.diffusion import train as trainer
+from rulelib.diffusion import checkpoint as trainer
 from rulelib.diffusion.sample import load_samples
-from rulelib.run import profiles
+from rulelib.run import folder, profiles, stages
+from rulelib.run.folder import RunSettings
+
+
+def _run(out, profile="smoke", seed=0) -> RunSettings:
+    """The settings of a quiet CPU run into `out` (what the command line resolves once)."""
+    return RunSettings(
+        out=out, profile=profiles.get(profile), seed=seed, device=torch.device("cpu"),
+        progress=False, quiet=True,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -85,16 +94,15 @@ def test_interrupted_training_continues_to_the_same_weights(smoke_run, tmp_path)
     dst.mkdir()
     for f in prev.iterdir():
         (dst / f.name).write_bytes(f.read_bytes())
-    kw = dict(device="cpu", progress=False, quiet=True)
-    smoke = profiles.get("smoke")
-    early = cli.stage_sample("A", smoke, tmp_path, **kw)  # samples of the earlier checkpoint
-    epoch = cli.stage_train("A", smoke, tmp_path, **kw)
+    run = _run(tmp_path)
+    early = stages.sample(run, "A")  # samples of the earlier checkpoint
+    epoch = stages.train(run, "A")
     assert epoch == last_epoch > prev_epoch
     resumed = load_file(trainer.list_checkpoints(copy)[-1][1] / "model.safetensors")
     original = load_file(last / "model.safetensors")
     assert all(torch.equal(resumed[k], original[k]) for k in original)
     # sampling again moves the earlier checkpoint's samples aside and gives the run's own samples
-    again = cli.stage_sample("A", smoke, tmp_path, **kw)
+    again = stages.sample(run, "A")
     assert np.array_equal(again, load_samples(out / "A" / "samples.npz")[0])
     kept, meta = load_samples(copy / f"samples_epoch{prev_epoch:05d}.npz")
     assert np.array_equal(kept, early) and meta["epoch"] == prev_epoch
@@ -112,7 +120,8 @@ def test_changed_sampler_settings_move_samples_aside_and_are_recorded(smoke_run,
     old_images, old_meta = load_samples(copy / "samples.npz")
     smoke = profiles.get("smoke")
     changed = dataclasses.replace(smoke, sampling_clip_x0=not smoke.sampling_clip_x0)
-    new = cli.stage_sample("A", changed, tmp_path, device="cpu", progress=False, quiet=True)
+    run = dataclasses.replace(_run(tmp_path), profile=changed)
+    new = stages.sample(run, "A")
     new_meta = load_samples(copy / "samples.npz")[1]
     assert new_meta["clip_x0"] == changed.sampling_clip_x0 != old_meta["clip_x0"]
     (aside,) = [p for p in copy.glob("samples_*.npz")]
@@ -125,7 +134,7 @@ def test_changed_sampler_settings_move_samples_aside_and_are_recorded(smoke_run,
     assert info["earlier_settings"][-1]["settings"]["sampling_clip_x0"] == smoke.sampling_clip_x0
     # the same settings again: the samples are read back, nothing moves
     stamp = (copy / "samples.npz").stat().st_mtime_ns
-    cli.stage_sample("A", changed, tmp_path, device="cpu", progress=False, quiet=True)
+    stages.sample(run, "A")
     assert (copy / "samples.npz").stat().st_mtime_ns == stamp
     assert len(list(copy.glob("samples_*.npz"))) == 1
 
@@ -139,34 +148,37 @@ def test_partial_samples_of_other_settings_are_moved_aside_whole(tmp_path):
     old = {"n": 32, "seed": 0, "method": "ddim", "steps": 50, "epoch": 4}
     (parts / "settings.json").write_text(json.dumps(old))
     np.save(parts / "chunk_000000.npy", np.zeros((16, 32, 32, 3), np.uint8))
-    cli._set_aside(path, old, quiet=True)  # same settings: nothing moves
-    assert parts.is_dir()
-    cli._set_aside(path, {**old, "steps": 100}, quiet=True)
+    said = []
+    assert folder.set_aside(path, old, said.append) is None  # same settings: nothing moves
+    assert parts.is_dir() and not said
+    dst = folder.set_aside(path, {**old, "steps": 100}, said.append)
     (moved,) = tmp_path.glob("samples_*.parts")
+    assert dst == moved and said == [f"samples made with other settings (steps) moved to {dst}"]
     assert moved.name.startswith("samples_ddim50-") and not parts.exists()
     assert json.loads((moved / "settings.json").read_text()) == old
     assert (moved / "chunk_000000.npy").is_file()
     # another checkpoint: named by the old epoch
     parts.mkdir()
     (parts / "settings.json").write_text(json.dumps(old))
-    cli._set_aside(path, {**old, "epoch": 8}, quiet=True)
+    folder.set_aside(path, {**old, "epoch": 8}, said.append)
     assert (tmp_path / "samples_epoch00004.parts" / "settings.json").is_file()
 
 
 def test_time_limit_stops_with_a_checkpoint_and_the_same_call_continues(tmp_path):
-    smoke = profiles.get("smoke")
-    kw = dict(device="cpu", progress=False, quiet=True)
-    assert cli.stage_train("D", smoke, tmp_path, time_limit_s=1e-6, **kw) == 1  # one epoch
+    run = _run(tmp_path)
+    assert stages.train(run, "D", time_limit_s=1e-6) == 1  # one epoch
     assert [e for e, _ in trainer.list_checkpoints(tmp_path / "D")] == [1]
-    assert cli.stage_train("D", smoke, tmp_path, **kw) == smoke.epochs_for("D") == 2
+    assert stages.train(run, "D") == run.profile.epochs_for("D") == 2
 
 
 def test_rerun_with_another_profile_is_refused(smoke_run):
     out, _ = smoke_run
     with pytest.raises(ValueError, match="profile 'smoke' seed 0"):
-        cli.stage_train("A", profiles.get("quick"), out, device="cpu", progress=False, quiet=True)
+        stages.train(_run(out, "quick"), "A")
     with pytest.raises(ValueError, match="seed 0"):
-        cli.stage_train("A", profiles.get("smoke"), out, seed=1, progress=False, quiet=True)
+        stages.train(_run(out, seed=1), "A")
+    with pytest.raises(ValueError, match="seed 0"):
+        stages.evaluate(_run(out, seed=1), "A")  # later stages check too
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +258,8 @@ def test_profiles():
     # the same image budget for every task: epochs scale inversely with the training-set size
     assert a.epochs * tasks.get("A").train_size == b.epochs * tasks.get("B").train_size
     assert quick.sampling("A").weights == "ema" == a.sample_weights
-    assert cli.parse_tasks(["c,a"]) == ["A", "C"] and cli.parse_tasks(["all"]) == list("ABCD")
+    assert cli.parse_tasks(["c,a"]) == ["A", "C"] and cli.parse_tasks(["all"]) == tasks.names()
+    assert cli.parse_tasks(["paper"]) == list("ABCD") and set("ABCD") < set(tasks.names())
 
 
 def test_report_writes_are_atomic_and_json_safe(tmp_path):
@@ -263,14 +276,14 @@ def test_reproduce_with_mitigation_reports_and_exports_it(tmp_path):
     links; a rerun reuses the classifiers; export copies the results but no weights or samples."""
     import re
 
-    from rulelib.mitigation import pipeline as mitigation
+    from rulelib.mitigation.settings import SETTINGS
 
     out = tmp_path / "run"
     argv = ["reproduce", "--task", "A", "--profile", "smoke", "--out", str(out)]
     assert cli.main([*argv, "--mitigation", "--no-sweep", "--device", "cpu", "--quiet"]) == 0
     mdir = out / "A" / "mitigation"
     res = json.loads((mdir / "mitigation.json").read_text())
-    st = mitigation.SETTINGS["smoke"]
+    st = SETTINGS["smoke"]
 
     assert set(res["accuracy"]) == set(st.clf_archs)
     assert all(0.0 <= a <= 1.0 for a in res["accuracy"].values())
@@ -292,7 +305,7 @@ def test_reproduce_with_mitigation_reports_and_exports_it(tmp_path):
             elif row["report"][m]["value"] is not None and base[m]["value"] is not None:
                 assert d[m]["value"] == pytest.approx(row["report"][m]["value"] - base[m]["value"])
 
-    for report_md, folder in ((out / "report.md", out), (out / "A" / "report.md", out / "A")):
+    for report_md, where in ((out / "report.md", out), (out / "A" / "report.md", out / "A")):
         text = report_md.read_text()
         assert "### Task A: mitigation (profile `smoke`)" in text, report_md
         assert "| kept / total |" in text and "| 0 (unguided) |" in text, report_md
@@ -300,7 +313,7 @@ def test_reproduce_with_mitigation_reports_and_exports_it(tmp_path):
         links = re.findall(r"\]\(([^)]+)\)", text)
         for name in ("contrastive.png", "filter.png", "guidance.png", "mitigation.md"):
             assert any(link.endswith("mitigation/" + name) for link in links), (report_md, name)
-        missing = [link for link in links if not (folder / link).is_file()]
+        missing = [link for link in links if not (where / link).is_file()]
         assert not missing, (report_md, missing)  # every link resolves from the report's folder
 
     summary = (out / "report.md").read_text().split("## Mitigation at a glance")[1]
@@ -309,7 +322,7 @@ def test_reproduce_with_mitigation_reports_and_exports_it(tmp_path):
 
     # a rerun reuses the trained classifiers and the guided samples, and gets the same numbers
     stamps = {p: p.stat().st_mtime_ns for p in [*mdir.glob("clf_*"), *mdir.glob("guided/*")]}
-    again = cli.run_mitigation("A", out, profiles.get("smoke"), device="cpu", quiet=True)
+    again = stages.run_mitigation(_run(out), "A")
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and len(stamps) >= 4
     assert again["accuracy"] == res["accuracy"] and again["guidance"] == g
 

@@ -253,8 +253,11 @@ def test_format_table_sets_ours_beside_the_papers_numbers():
         reports[name] = metrics.rule_report(LineTask(name=name), feats, ok, n_boot=100)
     gen = metrics.format_table(reports).splitlines()
     assert gen[0].count("ours") == 4 and gen[0].count("paper") == 4
-    assert len(gen) == 2 + len(metrics.METRICS) + 1
+    # the metrics, the two rows of bounds over all images, the counts
+    assert len(gen) == 2 + len(metrics.METRICS) + 2 + 1
     assert all(line.count("|") == 10 for line in gen)
+    bounds = next(line for line in gen if line.startswith("| rule-conforming %, all images"))
+    assert bounds.count(" – ") >= 4  # low – high per task
     conf = next(line for line in gen if line.startswith("| rule-conforming"))
     assert all(v in conf for v in ("75.53", "80.99", "49.27", "69.67"))
     train = metrics.format_table(reports, kind="train", ci=False)
@@ -308,3 +311,72 @@ def test_training_images_conform_to_the_rule(name):
     # and the metrics of the truth itself are the exact rule
     exact = metrics.rule_report(task, truth, np.ones(len(images), bool), n_boot=0)
     assert value(exact, "within_1pct") == 100.0 and value(exact, "bias") < 1e-9
+
+
+# -------------------------------------------------------------------------------------------------
+# Selection bias (issue 11): bounds over all images, rejection reasons, the uncertainty filter
+# -------------------------------------------------------------------------------------------------
+
+
+def _half_rejected(n=2000, seed=3):
+    """Line data whose rule holds on every image, half of them marked unmeasurable."""
+    feats, _ = line_data(n, noise=0.002, seed=seed)
+    ok = np.arange(n) % 2 == 0
+    return feats, ok
+
+
+def test_bounds_over_all_images_bracket_the_measurable_only_value():
+    feats, ok = _half_rejected()
+    rep = metrics.rule_report(LineTask(), feats, ok, n_boot=200)
+    for key in ("conforming_pct", "within_5pct"):
+        lo, hi = value(rep, f"{key}_all_low"), value(rep, f"{key}_all_high")
+        assert lo <= value(rep, key) <= hi
+        # half unmeasurable: the bracket is exactly 50 points wide, the low end is half the value
+        assert hi - lo == pytest.approx(50.0)
+        assert lo == pytest.approx(value(rep, key) / 2)
+        ci = rep[f"{key}_all_low"]["ci"]
+        assert ci[0] <= lo <= ci[1] and ci[1] - ci[0] < 6  # binomial CI of n = 2000: +-2.2 pts
+    assert set(metrics.BOUNDS) <= set(rep)
+    json.dumps(rep)  # still JSON-serialisable
+
+
+def test_bounds_collapse_when_every_image_is_measurable():
+    feats, ok = line_data(500, noise=0.01, seed=4)
+    rep = metrics.rule_report(LineTask(), feats, ok, n_boot=0)
+    for key in ("conforming_pct", "within_5pct"):
+        assert value(rep, f"{key}_all_low") == value(rep, f"{key}_all_high") == value(rep, key)
+
+
+def test_nothing_measurable_gives_bounds_0_and_100():
+    feats, _ = line_data(100, seed=5)
+    rep = metrics.rule_report(LineTask(), feats, np.zeros(100, bool), n_boot=50)
+    assert value(rep, "conforming_pct_all_low") == 0.0
+    assert value(rep, "conforming_pct_all_high") == 100.0
+    assert value(rep, "conforming_pct") is None
+
+
+def test_rejections_are_tabulated_most_frequent_first():
+    feats, ok = _half_rejected(100)
+    reasons = {"overlap": ~ok & (np.arange(100) < 30), "shape": ~ok, "faint": np.zeros(100, bool)}
+    rep = metrics.rule_report(LineTask(), feats, ok, n_boot=0, reasons=reasons)
+    assert list(rep["rejections"].items()) == [("shape", 50), ("overlap", 15)]
+    assert metrics.rule_report(LineTask(), feats, ok, n_boot=0)["rejections"] == {}
+    with pytest.raises(ValueError, match=r"reasons\['shape'\] must be a bool array"):
+        metrics.rule_report(LineTask(), feats, ok, n_boot=0, reasons={"shape": np.ones(3, bool)})
+
+
+def test_max_se_px_drops_uncertain_images():
+    feats, ok = line_data(1000, seed=6)  # exact rule
+    # the second half is far off the rule and uncertain: filtering by the uncertainty removes it
+    feats["y"][500:] *= 1.5
+    feats["se_px"] = np.where(np.arange(1000) < 500, 0.05, 0.8)
+    rep_all = metrics.rule_report(LineTask(), feats, ok, n_boot=0)
+    rep = metrics.rule_report(LineTask(), feats, ok, n_boot=0, max_se_px=0.3)
+    assert rep["n_measurable"] == 500 and rep["n_uncertain"] == 500
+    assert value(rep, "within_5pct") == 100.0 and value(rep_all, "within_5pct") == 50.0
+    assert rep["se_px_median"] == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="max_se_px must be > 0"):
+        metrics.rule_report(LineTask(), feats, ok, n_boot=0, max_se_px=0.0)
+    del feats["se_px"]
+    with pytest.raises(ValueError, match="se_px"):
+        metrics.rule_report(LineTask(), feats, ok, n_boot=0, max_se_px=0.3)

@@ -1,5 +1,7 @@
 """Samplers: closed-form checks with oracle denoisers, DDIM/DDPM agreement, seeding, resumption."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -191,3 +193,57 @@ def test_clip_x0_is_recorded_and_resumable_output_is_never_mixed(tmp_path):
     assert load_samples(out)[1]["clip_x0"] is True
     with pytest.raises(ValueError, match="clip_x0"):
         sample(None, S, 16, out_path=out, clip_x0=False, **kw)
+
+
+def _partial(tiny, out, kw):
+    """out as an interrupted run leaves it: a .parts folder with its settings and chunk 0 (16 of
+    40 images); returns (the chunk file, the uninterrupted images)."""
+    sample(tiny, SHORT, 40, out_path=out, **kw)
+    images, settings = load_samples(out)
+    parts = out.with_name(out.stem + ".parts")
+    parts.mkdir()
+    (parts / "settings.json").write_text(json.dumps(settings))
+    np.save(parts / "chunk_000000.npy", images[:16])
+    out.unlink()
+    return parts / "chunk_000000.npy", images
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda f, im: f.write_bytes(b"garbage, not numpy"), "not a readable sample chunk"),
+        (lambda f, im: f.write_bytes(f.read_bytes()[:300]), "not a readable sample chunk"),
+        (lambda f, im: np.save(f, im[:8]), "chunk holds uint8 (8, 32, 32, 3), expected uint8 (16,"),
+        (lambda f, im: np.save(f, im[:16, :16]), "chunk holds uint8 (16, 16, 32, 3), expected"),
+        (lambda f, im: np.save(f, im[:16].astype(float)), "chunk holds float64 (16, 32, 32, 3)"),
+        (lambda f, im: np.save(f, np.array([{"x": 1}])), "not a readable sample chunk"),  # pickle
+    ],
+)
+def test_damaged_chunks_are_refused_by_name(tiny, tmp_path, damage, problem):
+    """A truncated, garbage, short, wrong-shaped or wrong-dtype chunk is never scored: the
+    resumed draw refuses it, naming the file; a sound chunk resumes to the uninterrupted images."""
+    kw = dict(seed=5, method="ddim", steps=4, eta=0.5, batch_size=16, progress=False)
+    out = tmp_path / "samples.npz"
+    chunk, full = _partial(tiny, out, kw)
+    np.testing.assert_array_equal(np.load(chunk), full[:16])
+    damage(chunk, full)
+    with pytest.raises(ValueError, match="delete it and run the same command") as e:
+        sample(tiny, SHORT, 40, out_path=out, **kw)
+    assert str(chunk) in str(e.value) and problem in str(e.value)
+    assert not out.exists()
+    np.save(chunk, full[:16])  # repaired: the run resumes to the uninterrupted result
+    np.testing.assert_array_equal(sample(tiny, SHORT, 40, out_path=out, **kw), full)
+
+
+def test_finished_samples_are_checked_against_their_recorded_count(tiny, tmp_path):
+    kw = dict(seed=5, method="ddim", steps=4, eta=0.5, batch_size=16, progress=False)
+    out = tmp_path / "samples.npz"
+    images = sample(tiny, SHORT, 40, out_path=out, **kw)
+    settings = load_samples(out)[1]
+    short = tmp_path / "short.npz"
+    np.savez(short, images=images[:30], meta=np.array(json.dumps(settings)))
+    with pytest.raises(ValueError, match=r"short\.npz: the samples file holds uint8 \(30, 32"):
+        load_samples(short)
+    (tmp_path / "garbage.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ValueError, match=r"garbage\.npz: not a readable samples file"):
+        load_samples(tmp_path / "garbage.npz")

@@ -70,7 +70,8 @@ def test_ratio_mean_error_matches_monte_carlo():
 
 
 def test_quadratic_rule_error_of_fitted_gaussian_matches_monte_carlo():
-    """R = 7 c2^2 Delta^4 / 360 for N(mu, Sigma) fitted to (a, f(a)); 400 000 draws, 3 %.  The
+    """R = 7 c2^2 Delta^4 / 360 for N(mu, Sigma) fitted to (a, f(a)); 400 000 draws, inside the
+    95 % interval (+1 %), and not 1/48 (the exact Gaussian moments agree with the draws).  The
     linear rule is learned exactly (R = 0); the correlation (coarse trend) is that of the data."""
     sym = ts.gaussian_rule_error("quadratic")
     D, c2 = sp.Symbol("Delta", positive=True), sp.Symbol("c2", real=True)
@@ -85,8 +86,14 @@ def test_quadratic_rule_error_of_fitted_gaussian_matches_monte_carlo():
     gen = torch.distributions.MultivariateNormal(ab.mean(0), torch.cov(ab.T))
     torch.manual_seed(4)
     s = gen.sample((400_000,))
-    mc = float(((s[:, 1] - rule(s[:, 0])) ** 2).mean())
-    assert abs(mc - closed) / closed < 0.03
+    sq = (s[:, 1] - rule(s[:, 0])) ** 2
+    mc, half = float(sq.mean()), 1.96 * float(sq.std()) / math.sqrt(len(sq))
+    # the interval (about +-0.6 %) holds the closed form, widened 1 % for the fitted moments,
+    # and excludes the nearest simple alternative 1/48 (7 % away for this c2, Delta)
+    assert abs(mc - closed) < half + 0.01 * closed
+    assert abs(mc - 1.2**2 / 48) > half + 0.01 * closed
+    exact = th.gaussian_law_rule_error(ab.mean(0), torch.cov(ab.T), rule)
+    assert abs(exact - mc) < 2 * half
     corr_gen = float(torch.corrcoef(s.T)[0, 1])
     assert abs(corr_gen - float(torch.corrcoef(ab.T)[0, 1])) < 0.01
 
@@ -159,9 +166,11 @@ def test_patch_local_training_is_identical_on_shuffled_data(optimizer):
     assert np.allclose(h1["loss"], h2["loss"], rtol=0, atol=1e-10)
 
 
-def test_trained_patch_local_samples_are_uncorrelated_and_r_decomposes():
-    """A briefly trained patch-local model generates independent patches: |corr| within its CI of 0
-    and R equal to Var b_hat + Var f(a_hat) + bias^2 (cov within CI of 0)."""
+def test_trained_patch_local_samples_respect_the_bound_and_r_decomposes():
+    """A briefly trained patch-local model: patch 1 of its output does not move when patch 2 of its
+    input does (the premise of the bound); R - (Var b_hat + Var f(a_hat) + bias^2) is exactly
+    -2 Cov(b_hat, f(a_hat)); the product R is at least the marginal bound; the paired R is within
+    4 standard errors of the product R (independent patches)."""
     model = th.TwoPatchModel(d=4, rule=th.Rule("linear", {"gamma": 1.0}))
     data = model.sample(200, seed=0)
     times = th.time_grid(8, t_min=0.02, t_max=3.0)
@@ -170,14 +179,21 @@ def test_trained_patch_local_samples_are_uncorrelated_and_r_decomposes():
     x_all = noise[:, 0, :5]  # (K, 5, 2, d): the all-times path equals the one-time path
     for k, t in enumerate(times):
         assert torch.allclose(net.forward_all(x_all)[k], net(x_all[k], float(t)), atol=1e-12)
-    x = th.sample(net, 3000, (2, 4), times, method="sde", seed=2)
-    rep = th.rule_error(*model.read(x), model.rule, n_boot=300)
-    lo, hi = rep["corr"]["ci"]
-    assert lo < 0 < hi and rep["coarse_trend"] == 0
-    lo, hi = rep["cov"]["ci"]
-    assert lo < 0 < hi
+    x, t = noise[0, 0, :50].clone(), float(times[0])
+    x2 = x.clone()
+    x2[:, 1] += 1.0  # move patch 2 only
+    out, out2 = net(x, t), net(x2, t)
+    assert torch.equal(out[:, 0], out2[:, 0]) and not torch.allclose(out[:, 1], out2[:, 1])
+    n = 3000
+    x = th.sample(net, n, (2, 4), times, method="sde", seed=2)
+    rep = th.rule_error(*model.read(x), model.rule, n_boot=100)
     parts = rep["var_b_hat"]["value"] + rep["var_f_a_hat"]["value"] + rep["bias2"]["value"]
-    assert abs(rep["R"]["value"] - parts) < 2 * max(abs(lo), abs(hi))
+    assert abs(rep["R"]["value"] - parts + 2 * rep["cov"]["value"]) < 1e-12
+    bound = th.marginal_bound(*model.read(x), model)
+    assert bound["R_product"] >= bound["bound"] > 0
+    assert abs(bound["R_product"] - parts) < 1e-12
+    se = math.sqrt(rep["var_b_hat"]["value"] * rep["var_f_a_hat"]["value"] / n)
+    assert abs(rep["R"]["value"] - bound["R_product"]) < 8 * se
 
 
 # --- affine optimum ---------------------------------------------------------------------------
@@ -259,12 +275,18 @@ def test_exact_denoiser_beats_the_affine_optimum_with_background_noise():
 # --- guidance --------------------------------------------------------------------------------
 
 
-def test_linear_guidance_cannot_couple_the_patches_but_the_oracle_can():
+def test_converged_linear_guidance_couples_the_patches_the_first_step_barely():
+    """The mean-difference direction (first GD step) is v plus noise: its sigmoid tilt leaves
+    |corr(a_hat, b_hat)| < 0.05.  The converged linear classifier (LDA) has a u-component and
+    accuracy > 0.9; its tilt (sigma(linear)^lambda does not factorise) couples the patches
+    (corr > 0.25) and lowers R beyond its interval.  The oracle couples them more."""
     model = th.TwoPatchModel(d=8, rule=th.Rule("linear", {"gamma": 1.0}))
     lin = th.guided_rule_error(model, scales=(0, 3, 10), classifier="linear", n_samples=20000)
-    for r in lin:
-        assert abs(r["corr"]) < 0.05  # the tilt exp(linear) factorises: independent patches
-        assert r["R"] > 0.8 * (r["var_b_hat"] + r["var_f_a_hat"])
+    assert all(abs(r["corr"]) < 0.05 for r in lin)
+    lda = th.guided_rule_error(model, scales=(0, 1, 3), classifier="lda", n_samples=20000)
+    assert abs(lda[0]["u_component"]) > 0.3 and lda[0]["accuracy"] > 0.9
+    assert min(r["corr"] for r in lda[1:]) > 0.25
+    assert lda[1]["R_ci"][1] < lda[0]["R_ci"][0]
     orc = th.guided_rule_error(model, scales=(0, 3, 10), classifier="oracle", n_samples=20000)
     assert orc[-1]["R"] < 0.2 * orc[0]["R"] and orc[-1]["corr"] > 0.8
 

@@ -7,15 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from rulelib.diffusion import checkpoint as ck
+from rulelib.diffusion import levers as lv
 from rulelib.diffusion import train as tr
 from rulelib.diffusion import unet
-from rulelib.diffusion.train import (
-    CheckpointError,
-    TrainConfig,
-    TrainingError,
-    list_checkpoints,
-    load_model,
-)
+from rulelib.diffusion.checkpoint import CheckpointError, list_checkpoints, load_model
+from rulelib.diffusion.config import TrainConfig
+from rulelib.diffusion.schedule import images_to_tensor
+from rulelib.diffusion.train import TrainingError
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +67,9 @@ def test_ema_is_the_raw_weights_until_ema_start_then_their_running_average(image
     c = cfg(epochs=5, batch_size=4, ema_start=3, ema_decay=0.5)
     tr.train(c, images[:4], tmp_path, progress=False)
     raw, ema = {}, {}
-    for e, ck in list_checkpoints(tmp_path):
-        raw[e] = load_model(ck, weights="raw")[0].state_dict()
-        ema[e] = load_model(ck, weights="ema")[0].state_dict()
+    for e, folder in list_checkpoints(tmp_path):
+        raw[e] = load_model(folder, weights="raw")[0].state_dict()
+        ema[e] = load_model(folder, weights="ema")[0].state_dict()
     assert sorted(raw) == [1, 2, 3, 4, 5]
     for e in (1, 2, 3):
         assert same(ema[e], raw[e]), e
@@ -113,7 +112,7 @@ def test_corrupt_or_missing_checkpoint_is_named(images, tmp_path):
     state = tmp_path / "checkpoints/epoch_000001/state.pt"
     state.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="corrupt checkpoint file .*state.pt"):
-        tr._load_state(state)
+        ck._load_state(state)
     with pytest.raises(CheckpointError, match="missing run folder or checkpoint"):
         load_model(tmp_path / "nowhere")
     (tmp_path / "empty_run").mkdir()
@@ -193,11 +192,11 @@ def test_bad_images(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# The CPU bf16 path: a bf16 copy of the network against fp32 master weights (train.Bf16Copy)
+# The CPU bf16 path: a bf16 copy of the network against fp32 master weights (levers.Bf16Copy)
 
 
 def _autocast_grads(model, x_t, t, noise):
-    with torch.autocast("cpu", torch.bfloat16), tr._attention_backend(torch.device("cpu"), True)():
+    with torch.autocast("cpu", torch.bfloat16), lv.attention_backend(torch.device("cpu"), True)():
         loss = torch.nn.functional.mse_loss(model(x_t, t).float(), noise)
     loss.backward()
     return [p.grad.clone() for p in model.parameters()]
@@ -215,11 +214,11 @@ def test_bf16_copy_gradients_are_autocasts_to_the_bit():
     t = torch.randint(0, 1000, (8,), generator=g)
     expected = _autocast_grads(model, x_t, t, noise)
 
-    copy = tr.Bf16Copy(model)
+    copy = lv.Bf16Copy(model)
     for m in copy.modules():  # the master's exact GroupNorm values, in fp32
         if isinstance(m, torch.nn.GroupNorm):
             assert m.weight.dtype == torch.float32
-    with tr._attention_backend(torch.device("cpu"), True)():
+    with lv.attention_backend(torch.device("cpu"), True)():
         loss = torch.nn.functional.mse_loss(copy(x_t, t).float(), noise)
     loss.backward()
     master = [p.detach().clone().requires_grad_() for p in model.parameters()]
@@ -231,17 +230,17 @@ def test_bf16_copy_gradients_are_autocasts_to_the_bit():
 
 def test_cpu_bf16_training_is_an_autocast_loop_to_the_bit(images, tmp_path):
     """The trainer's eager bf16 copy against a plain autocast loop: equal weights after 3 steps."""
-    c = cfg(epochs=1, bf16=True, compile=False, device="cpu")
+    c = cfg(epochs=1, bf16=True, compile=False, channels_last=False, device="cpu")
     s = tr.train(c, images, tmp_path, progress=False)
-    assert s["precision"] == "bf16 copy" and not s["compile"]
+    assert s["precision"] == "bf16 copy" and not s["compile"] and s["levers_how"] == "config"
     torch.manual_seed(c.seed)
     model = unet.build(c.preset)
     opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay, fused=True)
     gen = torch.Generator().manual_seed(c.seed)
-    schedule, data = c.schedule(), tr.images_to_tensor(images)
+    schedule, data = c.schedule(), images_to_tensor(images)
     perm = torch.randperm(len(data), generator=gen)
     for i in range(0, len(data), c.batch_size):
-        with torch.autocast("cpu", torch.bfloat16), tr._attention_backend(data.device, True)():
+        with torch.autocast("cpu", torch.bfloat16), lv.attention_backend(data.device, True)():
             loss = schedule.loss(model, data[perm[i : i + c.batch_size]], gen)
         loss.backward()
         opt.step()
@@ -255,12 +254,12 @@ def _cut(fn, **kw):
 
 
 def test_a_miscompiled_network_is_caught_and_the_run_trains_eagerly(images, tmp_path, monkeypatch):
-    """train.check_compiled compares the compiled gradients with eager ones before training: a
+    """levers.check_compiled compares the compiled gradients with eager ones before training: a
     compiled network that passes no gradient back is rejected with a warning, and the run is the
-    eager run, to the bit (on CPU the network is compiled by regions, train.CompiledRegions)."""
+    eager run, to the bit (on CPU the network is compiled by regions, levers.CompiledRegions)."""
     eager = tr.train(cfg(epochs=1, compile=False), images, tmp_path / "eager", progress=False)
     assert eager["compile_rejected"] is None
-    monkeypatch.setattr(tr.torch, "compile", _cut)
+    monkeypatch.setattr(lv.torch, "compile", _cut)
     with pytest.warns(RuntimeWarning, match="torch.compile rejected .* all zero for"):
         s = tr.train(cfg(epochs=1, compile=True), images, tmp_path / "bad", progress=False)
     assert s["compile"] is False and "all zero" in s["compile_rejected"]
@@ -273,21 +272,21 @@ def test_check_compiled_on_a_whole_network():
     net, c = unet.build("tiny"), cfg()
     x0 = torch.rand(4, 3, 32, 32) * 2 - 1
     args = (c.schedule(), x0, False, contextlib.nullcontext)
-    assert tr.check_compiled(net, net, *args) is None  # the same function: accepted
-    assert "all zero" in tr.check_compiled(net, _cut(net), *args)
+    assert lv.check_compiled(net, net, *args) is None  # the same function: accepted
+    assert "all zero" in lv.check_compiled(net, _cut(net), *args)
     assert all(p.grad is None for p in net.parameters())  # the check leaves no gradients
 
 
 def test_compile_pays_on_cuda_and_on_long_cpu_runs_with_a_compiler(monkeypatch):
-    cpu, n = torch.device("cpu"), tr.CPU_COMPILE_MIN_STEPS
-    monkeypatch.setattr(tr.shutil, "which", lambda name: f"/usr/bin/{name}")
-    assert tr.compile_pays(cpu, n) and not tr.compile_pays(cpu, n - 1)
-    assert tr.compile_pays(torch.device("cuda"), 1)
-    monkeypatch.setattr(tr.shutil, "which", lambda name: None)  # no C++ compiler for inductor
-    assert not tr.compile_pays(cpu, 10 * n)
+    cpu, n = torch.device("cpu"), lv.CPU_COMPILE_MIN_STEPS
+    monkeypatch.setattr(lv.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert lv.compile_pays(cpu, n) and not lv.compile_pays(cpu, n - 1)
+    assert lv.compile_pays(torch.device("cuda"), 1)
+    monkeypatch.setattr(lv.shutil, "which", lambda name: None)  # no C++ compiler for inductor
+    assert not lv.compile_pays(cpu, 10 * n)
 
 
-@pytest.mark.skipif(not tr.shutil.which("g++"), reason="inductor needs a C++ compiler")
+@pytest.mark.skipif(not lv.shutil.which("g++"), reason="inductor needs a C++ compiler")
 def test_compiled_bf16_copy_trains_like_eager(images, tmp_path):
     """torch.compile fuses the bf16 copy's kernels, so its rounding differs from eager's. After 3
     AdamW steps the compiled run must be as close to the eager bf16 run as that is to fp32 (here

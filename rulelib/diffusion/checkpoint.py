@@ -6,6 +6,13 @@ CPU, CUDA, numpy and the data generator, epoch, step, a hash of the training dat
 `config.json`. The folder is written under a temporary name and renamed into place (atomic), then
 the pointer file `checkpoints/latest` is replaced atomically. Every checkpoint is kept: the
 training-length sweep evaluates them all.
+
+Faults.  A save that fails (a full disk, a read-only folder) removes its temporary folder and
+raises the OSError with the checkpoint file it was writing; the earlier checkpoints are untouched.
+A temporary folder left by a killed run (`.tmp-epoch_*`) is never read, and `clean` removes it at
+the next start.  A checkpoint folder missing one of its files (deleted by hand, say) is not a
+checkpoint: `clean` moves it aside to `epoch_XXXXXX.incomplete` and names it, and a save of the
+same epoch replaces it the same way instead of refusing after the work is done.
 """
 
 from __future__ import annotations
@@ -15,12 +22,14 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from rulelib import atomic
 from rulelib.diffusion import unet
@@ -62,6 +71,10 @@ def _set_rng_state(state: dict, gen: torch.Generator) -> None:
     gen.set_state(state["data_generator"])
 
 
+def _is_complete(folder: Path) -> bool:
+    return all((folder / f).exists() for f in _CKPT_FILES)
+
+
 def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
     """[(epoch, checkpoint folder)] of every complete checkpoint of a run, oldest first."""
     ckdir = Path(run_dir) / "checkpoints"
@@ -70,9 +83,34 @@ def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
     out = []
     for p in ckdir.iterdir():
         m = _CKPT_RE.match(p.name)
-        if m and p.is_dir() and all((p / f).exists() for f in _CKPT_FILES):
+        if m and p.is_dir() and _is_complete(p):
             out.append((int(m.group(1)), p))
     return sorted(out)
+
+
+def _write_file(path: Path, name_in_errors: Path, write) -> None:
+    """write(f) into a new file at `path`, flushed to disk.  Written through a Python file object,
+    so that a full disk raises OSError (errno 28) rather than torch.save's RuntimeError; an OSError
+    without a file name gets `name_in_errors` (the checkpoint file, not its temporary name)."""
+    try:
+        with open(path, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        if e.filename is None:
+            raise type(e)(e.errno, e.strerror or str(e), str(name_in_errors)) from e
+        raise
+
+
+def _set_aside_incomplete(folder: Path) -> Path:
+    """Move an incomplete checkpoint folder to `<name>.incomplete` (or `.incomplete_2`, ...)."""
+    dst, i = folder.with_name(folder.name + ".incomplete"), 1
+    while dst.exists():
+        i += 1
+        dst = folder.with_name(f"{folder.name}.incomplete_{i}")
+    os.replace(folder, dst)
+    return dst
 
 
 def _save_checkpoint(run_dir: Path, cfg: TrainConfig, model, ema, opt, gen, epoch, step, extra):
@@ -80,23 +118,55 @@ def _save_checkpoint(run_dir: Path, cfg: TrainConfig, model, ema, opt, gen, epoc
     ckdir.mkdir(parents=True, exist_ok=True)
     final = ckdir / f"epoch_{epoch:06d}"
     if final.exists():
-        raise CheckpointError(f"refusing to overwrite existing checkpoint {final}")
+        if _is_complete(final):
+            raise CheckpointError(f"refusing to overwrite existing checkpoint {final}")
+        aside = _set_aside_incomplete(final)  # replaced by this one, kept for inspection
+        warnings.warn(
+            f"incomplete checkpoint {final} moved to {aside.name}", RuntimeWarning, stacklevel=2
+        )
     tmp = Path(tempfile.mkdtemp(dir=ckdir, prefix=f".tmp-{final.name}-"))
     meta = {"epoch": str(epoch), "step": str(step), "preset": cfg.preset}
-    save_file(_cpu_state(model), tmp / "model.safetensors", metadata=meta)
-    save_file(_cpu_state(ema), tmp / "ema.safetensors", metadata=meta)
-    torch.save(
-        {"optimizer": opt.state_dict(), "rng": _rng_state(gen), "epoch": epoch, "step": step,
-         **extra},
-        tmp / "state.pt",
-    )  # fmt: skip
-    (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    for f in tmp.iterdir():
-        os.chmod(f, 0o644)
-    os.chmod(tmp, 0o755)  # mkdtemp creates 0700
-    os.replace(tmp, final)  # atomic: the folder appears complete or not at all
+    state = {"optimizer": opt.state_dict(), "rng": _rng_state(gen), "epoch": epoch, "step": step,
+             **extra}  # fmt: skip
+    files = {
+        "model.safetensors": lambda f: f.write(safetensors_bytes(_cpu_state(model), meta)),
+        "ema.safetensors": lambda f: f.write(safetensors_bytes(_cpu_state(ema), meta)),
+        "state.pt": lambda f: torch.save(state, f),
+        "config.json": lambda f: f.write(json.dumps(cfg.to_dict(), indent=1).encode()),
+    }
+    try:
+        for name, write in files.items():
+            _write_file(tmp / name, final / name, write)
+            os.chmod(tmp / name, 0o644)
+        os.chmod(tmp, 0o755)  # mkdtemp creates 0700
+        os.replace(tmp, final)  # atomic: the folder appears complete or not at all
+    except BaseException:  # a full disk, a read-only folder, Ctrl-C: leave no temporary folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     atomic.write_text(ckdir / "latest", final.name + "\n")
     return final
+
+
+def clean(run_dir) -> dict[str, list[Path]]:
+    """Tidy a run's checkpoints before it is used: remove temporary folders left by a killed or
+    failed save, and move incomplete checkpoint folders aside (`_set_aside_incomplete`).
+
+    Returns {"removed": [temporary folders], "set_aside": [(new names of) incomplete folders]};
+    call it only while no other process writes to the run (rulelib.run.lock)."""
+    ckdir = Path(run_dir) / "checkpoints"
+    done = {"removed": [], "set_aside": []}
+    if not ckdir.is_dir():
+        return done
+    for p in sorted(ckdir.glob(".tmp-*")):
+        shutil.rmtree(p, ignore_errors=True)
+        done["removed"].append(p)
+    for p in sorted(ckdir.iterdir()):
+        if _CKPT_RE.match(p.name) and p.is_dir() and not _is_complete(p):
+            done["set_aside"].append(_set_aside_incomplete(p))
+    ckpts = list_checkpoints(run_dir)
+    if done["set_aside"] and ckpts:  # the pointer names the newest complete checkpoint
+        atomic.write_text(ckdir / "latest", ckpts[-1][1].name + "\n")
+    return done
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -20,7 +20,9 @@ as `.../samples.parts/chunk_XXXXXX.npy` (atomically); a rerun with the same sett
 finished chunks and samples only the rest; at the end the images go to the npz (compressed,
 atomic) and the parts folder is removed. A rerun after completion returns the saved images. A
 rerun with different settings is refused (ValueError naming the differing keys) rather than
-mixing or overwriting samples.
+mixing or overwriting samples.  Every chunk read back, and every finished npz, is checked against
+the recorded settings (count, shape, dtype uint8); one that is unreadable or does not match is
+refused by a ValueError naming the file, never scored.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -148,11 +151,49 @@ def _diff_keys(a: dict, b: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
+
+
+def _refuse(path, problem: str) -> ValueError:
+    return ValueError(f"{path}: {problem}; delete it and run the same command to draw it again")
+
+
+def _check_images(path, images: np.ndarray, n: int | None, what: str) -> np.ndarray:
+    """uint8 (n, H, W, C) images, n as recorded; else a ValueError naming the file."""
+    want = f"uint8 ({'n' if n is None else n}, H, W, C)"
+    ok = images.dtype == np.uint8 and images.ndim == 4
+    if not ok or (n is not None and len(images) != n):
+        raise _refuse(path, f"{what} holds {images.dtype} {images.shape}, expected {want}")
+    return images
+
+
 def load_samples(path) -> tuple[np.ndarray, dict]:
-    """Read an npz written by `sample(out_path=...)`: (uint8 images, settings dict)."""
-    with np.load(path) as z:
-        meta = json.loads(str(z["meta"])) if "meta" in z else {}
-        return z["images"], meta
+    """Read an npz written by `sample(out_path=...)`: (uint8 images, settings dict).
+
+    ValueError naming the file when it is unreadable, or its images are not uint8 (n, H, W, C)
+    with the n its settings record."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"])) if "meta" in z else {}
+            images = z["images"]
+    except _READ_ERRORS as e:
+        raise _refuse(path, f"not a readable samples file ({type(e).__name__}: {e})") from e
+    return _check_images(path, images, meta.get("n"), "the samples file"), meta
+
+
+def _load_chunk(path: Path, n: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """A finished noise chunk: uint8 (n, H, W, C) as recorded, else ValueError naming it."""
+    try:
+        chunk = np.load(path, allow_pickle=False)
+    except _READ_ERRORS as e:
+        raise _refuse(path, f"not a readable sample chunk ({type(e).__name__}: {e})") from e
+    c, h, w = shape
+    if chunk.dtype != np.uint8 or chunk.shape != (n, h, w, c):
+        raise _refuse(
+            path, f"chunk holds {chunk.dtype} {chunk.shape}, expected uint8 {(n, h, w, c)} "
+            "(its samples as recorded in settings.json)"
+        )  # fmt: skip
+    return chunk
 
 
 def sample_settings(
@@ -192,7 +233,7 @@ def stored_settings(out_path) -> dict | None:
     if out_path.exists():
         return load_samples(out_path)[1]
     if parts.exists():
-        return json.loads(parts.read_text())
+        return atomic.read_json(parts)
     return None
 
 
@@ -274,7 +315,7 @@ def sample(
         parts.mkdir(parents=True, exist_ok=True)
         meta_file = parts / "settings.json"
         if meta_file.exists():
-            old = json.loads(meta_file.read_text())
+            old = atomic.read_json(meta_file)
             if old != settings:
                 raise ValueError(
                     f"{parts} holds partial samples made with different settings "
@@ -285,7 +326,7 @@ def sample(
         for c in range(n_chunks):
             f = parts / f"chunk_{c:06d}.npy"
             if f.exists():
-                done[c] = np.load(f)
+                done[c] = _load_chunk(f, chunk_sizes[c], image_shape)
 
     todo = [c for c in range(n_chunks) if c not in done]
     per_batch = batch_size // noise_chunk

@@ -41,7 +41,6 @@ from rulelib.mitigation.settings import settings_for
 from rulelib.mitigation.tables import filter_table, markdown
 
 
-@dataclass(frozen=True)
 def _say(msg: str, quiet: bool = False) -> None:
     if not quiet:
         print(msg, flush=True)

@@ -8,6 +8,12 @@ define one of your own.
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 
 from rulelib.tasks import render
@@ -182,3 +188,47 @@ def get(name: str) -> RuleTask:
     if name not in _REGISTRY:
         raise ValueError(f"unknown task {name!r}; valid names are {names()}")
     return _REGISTRY[name]
+
+
+def load_tasks_from(path_or_module) -> list[str]:
+    """Import a user's file of tasks (a path to a .py file, or an importable module name such as
+    ``my_pkg.tasks``) that registers its tasks with ``register``; returns the names of the tasks
+    it defines, sorted.  The command line's ``--tasks-from``.
+
+    ValueError naming the file or module when it does not exist, fails to import (the cause is
+    kept as ``__cause__``) or registers no task."""
+    spec = str(path_or_module)
+    before = dict(_REGISTRY)
+    path = Path(spec).expanduser()
+    if spec.endswith(".py") or path.exists():
+        if not path.is_file():
+            raise ValueError(f"task file {spec} does not exist; expected a .py file or a module")
+        # one module name per file, so that two task files never replace each other in sys.modules
+        digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+        name = f"rulelib_user_tasks_{path.stem}_{digest}"
+        loader_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[name] = module  # dataclasses and pickling look the module up by name
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as e:
+            sys.modules.pop(name, None)
+            raise ValueError(f"task file {spec} failed to load: {type(e).__name__}: {e}") from e
+    else:
+        try:
+            module = importlib.import_module(spec)
+        except ImportError as e:
+            raise ValueError(
+                f"cannot import task module {spec!r} ({e}); expected a .py file or an importable "
+                "module that calls rulelib.tasks.register"
+            ) from e
+    # what it registered now, and its own tasks (also when it was imported before and did not
+    # run again)
+    added = sorted(
+        n
+        for n, t in _REGISTRY.items()
+        if before.get(n) is not t or type(t).__module__ == module.__name__
+    )
+    if not added:
+        raise ValueError(f"{spec} registered no task; call rulelib.tasks.register(Task()) in it")
+    return added

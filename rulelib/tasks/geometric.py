@@ -1,9 +1,8 @@
-"""The four rule tasks of the paper (section 2 of paper.md): scenes, rendering, measurement, rule.
+"""The four rule tasks of the paper (docs/paper.md section 2): scenes, rendering, measurement, rule.
 
 A rule task draws scene parameters, turns them into primitives (``rulelib.tasks.render``), renders
-32x32
-uint8 images on white, reads the features back (``rulelib.tasks.measure``) and states its rule: the
-paper's scatter quantities (x, y) with y = k x (the fine rule) and a coarse rule.
+32x32 uint8 images on white, reads the features back (``rulelib.tasks.measure``) and states its
+rule: the paper's scatter quantities (x, y) with y = k x (the fine rule) and a coarse rule.
 
 =====  ==============  ==========================================  ==================  ====
 task   title           features (units of W = 32 px)               scatter (x, y)      k
@@ -39,59 +38,6 @@ Choices marked **ours** (paper.md leaves them open):
   5 % larger than disk 1 / the top square, so scale factors below about 0.74 (C) / 0.70 (D) are
   clipped there).  Clipped images are flagged in ``truth["clipped"]`` (1.0): their rule ratio
   differs from the requested factor.
-
-Defining a new rule task
-------------------------
-Subclass ``RuleTask`` in one place: scene parameters -> primitives, measurement -> features, the
-rule's scatter quantities and the coarse rule, then ``register`` it.  For example, "the right bar is
-exactly twice as tall as the left bar"::
-
-    import numpy as np
-    from rulelib import tasks
-    from rulelib.tasks import measure
-    from rulelib.tasks import render
-
-    class TwoBars(tasks.RuleTask):
-        name, title = "E", "two bars"
-        feature_names = ("h1", "h2")
-        k, train_size, paper_epochs = 2.0, 2000, 0
-        x_label, y_label = "h1", "h2"
-        dependent = "h2"
-
-        def draw(self, idx, rng, scale):
-            n = len(idx)
-            p = {"h1": rng.uniform(0.1, 0.4, n),
-                 "color1": render.sample_colors("yellow", n, rng),
-                 "color2": render.sample_colors("blue", n, rng)}
-            p["h2"], p["clipped"] = self.scale_dependent(2 * p["h1"], scale, p)
-            return p
-
-        def dependent_bounds(self, p):  # under dependent_scale: taller than bar 1, inside
-            return p["h1"] + 1 / 32, np.full_like(p["h1"], 0.95)
-
-        def primitives(self, p):
-            s = render.SIZE
-            zero = np.zeros_like(p["h1"])
-            return [render.Rect(zero + 8, zero + 12, zero + 2, 2 + s * p["h1"], p["color1"]),
-                    render.Rect(zero + 20, zero + 24, zero + 1, 1 + s * p["h2"], p["color2"])]
-
-        def measure(self, images):
-            fits, ok = measure.extract(images, [("left", "yellow", "rect"),
-                                                ("right", "blue", "rect")])
-            h = {k: (f["y1"] - f["y0"]) / render.SIZE for k, f in fits.items()}
-            return {"h1": h["left"], "h2": h["right"]}, ok
-
-        def rule_xy(self, f):
-            return f["h1"], f["h2"]
-
-        def coarse_ok(self, f):
-            return f["h2"] > f["h1"]
-
-    tasks.register(TwoBars())
-    images, truth = tasks.get("E").sample(100, seed=0)
-
-The base class supplies ``sample`` (vectorised drawing with redraws), ``dataset``, ``scene`` and
-``render``; ``truth`` keeps every (n,)-shaped scene parameter (colours are dropped).
 """
 
 from __future__ import annotations

@@ -1,13 +1,23 @@
 """The theory beside the images: the two-patch model of a fine rule and what denoisers learn of it.
 
-    twopatch      two-patch data, patch-local and affine denoisers, exact scores, samplers
-    (numerics)
-    symbolic      the sympy derivations (closed forms the numerics are checked against)
+    twopatch      two-patch data, its shuffled twin, the forward process and the DSM loss
+    patchlocal    the patch-local, weight-shared two-layer denoiser and its training
+    scores        the affine DSM optimum (and GD towards it), exact and empirical scores
+    network       a width-limited network on the whole input, trained by DSM
+    sampling      samplers, the rule error R, W2 distances and the lower bound's premises
+    weak_signal   the fine rule's DSM loss gap against the sampling noise of the loss
     contrastive   the contrastive linear classifier, its alignment law, guidance with it
+    symbolic      the sympy derivations (closed forms and the bound the numerics are checked
+                  against)
 
-`from rulelib import theory` gives the three modules' public names in one namespace.
+`from rulelib import theory` gives the modules' public names (their ``__all__``) in one namespace.
 """
 
 from rulelib.theory.contrastive import *  # noqa: F403
+from rulelib.theory.network import *  # noqa: F403
+from rulelib.theory.patchlocal import *  # noqa: F403
+from rulelib.theory.sampling import *  # noqa: F403
+from rulelib.theory.scores import *  # noqa: F403
 from rulelib.theory.symbolic import *  # noqa: F403
 from rulelib.theory.twopatch import *  # noqa: F403
+from rulelib.theory.weak_signal import *  # noqa: F403

@@ -9,6 +9,8 @@ process x_t = s x_0 + sigma eps.
     full_input_loss_expr                         ... while a network reading both patches has them
     gaussian_expectation, marginal_moment_form   E over the DSM noise; what is left: E a^k, E b^k
     blind_rule_error                             R = 2 Var f(a) (linear: gamma^2 Delta^2 / 6)
+    independent_rule_error_bound                 R >= (sigma_f - eps_b)^2 + (sigma_f - eps_f)^2
+    fine_rule_eigenvalue                         c2^2 Delta^4 / (180 (1 + beta^2)) + O(r^2)
     ratio_mean_error                             E|b_hat/a_hat - gamma| for independent a_hat, b_hat
     affine_dsm_optimum                           A = sigma (s^2 Sigma + sigma^2 I)^-1, c = -A s mu
     gaussian_rule_error                          R of the fitted Gaussian: 0, 7 c2^2 Delta^4/360
@@ -28,6 +30,8 @@ __all__ = [
     "marginal_moment_form",
     "blind_rule_error",
     "ratio_mean_error",
+    "independent_rule_error_bound",
+    "fine_rule_eigenvalue",
     "affine_dsm_optimum",
     "gaussian_rule_error",
     "fisher_gap_gaussian_linear",
@@ -125,9 +129,10 @@ def _uniform_mean(expr, var=a):
 
 
 def blind_rule_error(f=None) -> dict:
-    """R of a rule-blind model with exact marginals: a_hat, b_hat independent, a_hat ~ U[a1, a2],
-    b_hat ~ f(a), so R = E(b_hat - f(a_hat))^2 = 2 Var f(a).  Default f = gamma*a + c0, whose R
-    simplifies to gamma^2 Delta^2 / 6.
+    """R of a generator with independent patches and exact marginals: a_hat ~ U[a1, a2],
+    b_hat ~ f(a), so R = E(b_hat - f(a_hat))^2 = 2 Var f(a).  This is an equality for that one
+    generator, not a floor: `independent_rule_error_bound` gives the floor for inexact marginals.
+    Default f = gamma*a + c0, whose R simplifies to gamma^2 Delta^2 / 6.
     Returns {"R", "var_f", "R_Delta"} (R_Delta: R with a2 = a1 + Delta)."""
     gamma, c0 = sp.symbols("gamma c0", real=True)
     f = gamma * a + c0 if f is None else f
@@ -151,6 +156,84 @@ def ratio_mean_error() -> dict:
     paper = gamma * ((a1**2 + a2**2) * sp.log(a2 / a1) - (a2**2 - a1**2)) / (2 * (a2 - a1) ** 2)
     diff = sp.simplify(sp.expand_log(derived - paper, force=True))
     return {"derived": derived, "paper": paper, "difference": diff, "symbols": (gamma, a1, a2)}
+
+
+def independent_rule_error_bound() -> dict:
+    """A lower bound on R for every generator whose two features are independent (the premise: the
+    patch-local class, whose sampled patches are functions of independent noise), in terms of how
+    far its marginals are from the data's.
+
+    X = b_hat and Y = f(a_hat) independent: E XY = E X E Y, so
+        R = E(X - Y)^2 = Var X + Var Y + (E X - E Y)^2                                    (i)
+    1-D Gelbrich bound: for any coupling of X and B with Cov(X, B) = c, |c| <= sigma_X sigma_B,
+        E(X - B)^2 = (m_X - m_B)^2 + (sigma_X - sigma_B)^2 + 2 (sigma_X sigma_B - c)
+    so W2(X, B) >= |sigma_X - sigma_B|, i.e. sigma_X >= sigma_B - W2(X, B).                (ii)
+    With B = b = f(a) and Y compared with f(a) (both of sd sigma_f), eps_b = W2(law b_hat, law b),
+    eps_f = W2(law f(a_hat), law f(a)) (<= Lip(f) W2(law a_hat, law a)):
+        R >= (sigma_f - eps_b)_+^2 + (sigma_f - eps_f)_+^2                                (iii)
+    sharp: X = m + k (B - m), k = 1 - eps/sigma_f, is at W2 distance eps (comonotone coupling) and
+    attains it, as does Y likewise with equal means.  As eps_b, eps_f -> 0 it tends to 2 Var f(a):
+    DSM drives the marginals to the data's, hence R of an independent generator to >= 2 Var f(a).
+    Returns {"R_independent" (i), "gelbrich_slack" (ii, = 2 (sigma_X sigma_B - c)), "bound" (iii,
+    for eps <= sigma_f), "attained" (R of the scaled generator minus the bound: 0), "limit"
+    (eps -> 0), "symbols"}."""
+    mx, my, mb, vx, vy = sp.symbols("m_X m_Y m_B v_X v_Y", real=True)
+    sx, sb, cov, sf, eb, ef = sp.symbols("sigma_X sigma_B c sigma_f epsilon_b epsilon_f", real=True)
+    X, Y = sp.symbols("X Y", real=True)
+    # (i): E over independent X, Y of (X - Y)^2, moments E X^2 = v_X + m_X^2, E X = m_X, ...
+    poly = sp.Poly(sp.expand((X - Y) ** 2), X, Y)
+    moment = {(0, 0): 1, (1, 0): mx, (0, 1): my, (2, 0): vx + mx**2, (0, 2): vy + my**2}
+    R_ind = sp.expand(sum(c * moment[m] if m != (1, 1) else c * mx * my
+                          for m, c in poly.terms()))  # fmt: skip
+    # (ii): E(X - B)^2 with E XB = c + m_X m_B minus Gelbrich's (m_X - m_B)^2 + (s_X - s_B)^2
+    e_xb = sx**2 + mx**2 - 2 * (cov + mx * mb) + sb**2 + mb**2
+    slack = sp.factor(sp.expand(e_xb - (mx - mb) ** 2 - (sx - sb) ** 2))
+    bound = (sf - eb) ** 2 + (sf - ef) ** 2
+    # sharpness: X = m + (1 - eps_b/sigma_f)(B - m), Y likewise, equal means: R = Var X + Var Y
+    attained = sp.simplify(((1 - eb / sf) * sf) ** 2 + ((1 - ef / sf) * sf) ** 2 - bound)
+    return {
+        "R_independent": R_ind,
+        "gelbrich_slack": slack,
+        "bound": bound,
+        "attained": attained,
+        "limit": sp.simplify(bound.subs({eb: 0, ef: 0})),
+        "symbols": {"sigma_f": sf, "epsilon_b": eb, "epsilon_f": ef},
+    }
+
+
+def fine_rule_eigenvalue() -> dict:
+    """The smallest eigenvalue of the covariance of (a, b) for the quadratic rule, where the
+    affine class keeps the fine rule.  With V = Var a = Delta^2/12, beta = Cov(a, b)/V and the
+    residual variance r = Var b - beta^2 V (= c2^2 Delta^4 / 180, the variance of the curvature),
+    Sigma = [[V, beta V], [beta V, beta^2 V + r]], det = V r, and
+        lambda_min = r / (1 + beta^2) + O(r^2 / V)  (not r = c2^2 Delta^4 / 180: the residual
+    direction (-beta, 1) is tilted).  Returns {"r", "lambda_min" (exact), "leading", "next"
+    (the O(r^2) term), "symbols"}."""
+    V, beta, r = sp.symbols("V beta r", positive=True)
+    c0, c1, c2, m, z = sp.symbols("c0 c1 c2 m z", real=True)
+    f = sp.expand((c0 + c1 * a + c2 * a**2).subs(a, m + z))
+    Ez = lambda e: sp.integrate(e, (z, -Delta / 2, Delta / 2)) / Delta  # noqa: E731
+    Vz = Delta**2 / 12
+    beta_q = sp.simplify(Ez(z * f) / Vz)
+    r_q = sp.factor(sp.simplify(Ez(f**2) - Ez(f) ** 2 - beta_q**2 * Vz))
+    Sigma = sp.Matrix([[V, beta * V], [beta * V, beta**2 * V + r]])
+    lam_min = min(Sigma.eigenvals(), key=lambda e: e.subs({V: 1, beta: 1, r: sp.Rational(1, 100)}))
+    series = sp.series(lam_min, r, 0, 3).removeO()
+
+    def tidy(e):  # sqrt((1 + beta^2)^2) -> 1 + beta^2 (beta > 0 is no loss: only beta^2 enters)
+        e = e.replace(
+            lambda x: x.is_Pow and x.exp == sp.S.Half, lambda x: sp.sqrt(sp.factor(x.base))
+        )
+        return sp.factor(sp.simplify(e))
+
+    return {
+        "r": r_q,
+        "beta": beta_q,
+        "lambda_min": lam_min,
+        "leading": tidy(series.coeff(r, 1)) * r,
+        "next": tidy(series.coeff(r, 2)) * r**2,
+        "symbols": (V, beta, r),
+    }
 
 
 def affine_dsm_optimum(dim: int = 2) -> dict:

@@ -1,0 +1,181 @@
+"""The two training arms of issue 12: training length and training-set size, on the CPU.
+
+Settings are the `quick` profile's (the small U-Net, AdamW lr 1e-3, batch 32, EMA 0.995 from step
+200 and samples from the EMA weights, 100-step ancestral DDIM with each step's clean-image
+prediction clipped), derived with ``dataclasses.replace``; only the image budget, the training-set
+size and the checkpoints change:
+
+    length   one task, its own training set (B, C: 2000 images), trained to ``images`` training
+             images in all (default 512 000, 8x the quick budget), checkpoints log-spaced in
+             images (``log_checkpoints``), so that error(images) can be fitted on a log axis;
+    size     the same budget (default 128 000 images) on training sets of 250 ... 16 000 images
+             and on a set as large as the budget ("fresh": every image seen once, a model that
+             cannot memorise), checkpoints at a quarter, half and all of the budget.
+
+A run is trained in segments: the trainer is called with ``epochs`` = the next checkpoint's epoch
+(``epochs`` may change on resumption, rulelib.diffusion.config.RESUME_FREE_KEYS), so each segment
+ends with a checkpoint there, and a killed job resumes from its newest checkpoint to the bit (the
+trainer's guarantee).  Every segment appends its summary (loss, images/s, wall time) to
+``train_log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rulelib import atomic, provenance, tasks
+from rulelib.diffusion import checkpoint
+from rulelib.diffusion import train as trainer
+from rulelib.run import profiles
+
+QUICK = "quick"
+LENGTH_IMAGES = 512_000  # 8x the quick profile's 64 000 (issue 12, section 3)
+SIZE_IMAGES = 128_000
+SIZES = (250, 1000, 4000, 16000, "fresh")
+FRESH_SEED_OFFSET = 1_000_003  # the fresh arm's images come from seed + this (not the test set's)
+
+
+@dataclasses.dataclass(frozen=True)
+class ArmRun:
+    """One training run of an arm: task, training-set size (None: the task's own set, "fresh":
+    a set of ``images`` distinct images, each seen once) and the checkpoints in epochs."""
+
+    arm: str
+    task: str
+    train_size: int | str | None
+    images: int
+    epochs: tuple[int, ...]  # checkpoint epochs, increasing; the last is the run's length
+    seed: int = 0
+
+    @property
+    def name(self) -> str:
+        if self.arm == "length":
+            return f"length_{self.task}"
+        return f"size_{self.task}_{self.train_size}"
+
+    def n_train(self) -> int:
+        if self.train_size is None:
+            return int(tasks.get(self.task).train_size)
+        if self.train_size == "fresh":
+            return self.images
+        return int(self.train_size)
+
+    def profile(self) -> profiles.Profile:
+        """The quick profile with this run's length and training set (dataclasses.replace)."""
+        q = profiles.get(QUICK)
+        size = None if self.train_size is None else {"default": self.n_train()}
+        return dataclasses.replace(
+            q,
+            name=f"study-{self.name}",
+            description=f"issue 12 {self.arm} arm: {q.description}; {self.images} images",
+            epochs={"default": self.epochs[-1]},
+            ckpt_count=1,
+            train_size=size,
+        )
+
+    def train_config(self, device: str = "cpu"):
+        # compile off: segments are short (the trainer compiles only runs of >= 10 000 steps),
+        # and one arithmetic for every segment keeps the curve free of a kernel change.
+        cfg = self.profile().train_config(self.task, self.seed, device)
+        return dataclasses.replace(cfg, ckpt_every=10**9, compile=False)
+
+    def training_set(self) -> np.ndarray:
+        """uint8 images the run trains on (deterministic)."""
+        t = tasks.get(self.task)
+        if self.train_size is None:
+            return t.dataset(self.seed)[0]
+        if self.train_size == "fresh":
+            return t.sample(self.images, self.seed + FRESH_SEED_OFFSET)[0]
+        return t.sample(int(self.train_size), self.seed)[0]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["epochs"] = list(self.epochs)
+        d["n_train"] = self.n_train()
+        d["images_at"] = [e * self.n_train() for e in self.epochs]
+        return d
+
+
+def log_checkpoints(n_train: int, images: int, *, first: int = 8_000, per_octave: int = 2):
+    """Checkpoint epochs spaced evenly in log(images): ``per_octave`` per doubling from about
+    ``first`` images to ``images``; rounded to whole epochs, duplicates dropped, the last one
+    exactly ``images / n_train`` (rounded up)."""
+    if n_train < 1 or images < n_train:
+        raise ValueError(f"need 1 <= n_train <= images, got n_train={n_train}, images={images}")
+    if per_octave < 1 or first < 1:
+        raise ValueError(f"per_octave and first must be >= 1, got {per_octave}, {first}")
+    last = math.ceil(images / n_train)
+    k = max(1, math.ceil(per_octave * math.log2(max(images / first, 1.0))))
+    pts = np.geomspace(max(first, n_train), images, k + 1) / n_train
+    epochs = sorted({max(1, round(float(e))) for e in pts} | {last})
+    return tuple(e for e in epochs if e <= last)
+
+
+def length_run(task: str, images: int = LENGTH_IMAGES, seed: int = 0, per_octave: int = 2):
+    n = int(tasks.get(task).train_size)
+    return ArmRun("length", task, None, images, log_checkpoints(n, images, per_octave=per_octave),
+                  seed)  # fmt: skip
+
+
+def size_run(task: str, size, images: int = SIZE_IMAGES, seed: int = 0) -> ArmRun:
+    if size != "fresh" and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"size must be a positive int or 'fresh', got {size!r}")
+    n = images if size == "fresh" else size
+    if n > images:
+        raise ValueError(f"training-set size {size} exceeds the image budget {images}")
+    last = math.ceil(images / n)
+    epochs = tuple(sorted({max(1, round(last / 4)), max(1, round(last / 2)), last}))
+    return ArmRun("size", task, size, images, epochs, seed)
+
+
+def run_dir(out, run: ArmRun) -> Path:
+    return Path(out) / run.name
+
+
+def trained_epochs(out, run: ArmRun) -> list[int]:
+    """Checkpoint epochs of the run that exist on disk."""
+    return [e for e, _ in checkpoint.list_checkpoints(run_dir(out, run))]
+
+
+def train_run(out, run: ArmRun, *, device="cpu", progress=True, time_limit_s=None) -> dict:
+    """Train (or resume) one run segment by segment up to its last checkpoint epoch.
+
+    time_limit_s: stop after the first segment that ends past it (a later call resumes).
+    Returns {"finished": bool, "epochs": [...done]}.
+    """
+    rdir = run_dir(out, run)
+    rdir.mkdir(parents=True, exist_ok=True)
+    spec = rdir / "study_run.json"
+    if spec.exists():
+        old = atomic.read_json(spec)
+        if old.get("run") != run.to_dict():
+            raise ValueError(
+                f"{rdir} was set up for another run ({old.get('run')}); expected {run.to_dict()}"
+            )
+    else:
+        atomic.write_json(spec, {"run": run.to_dict(), "created": provenance.now_iso(),
+                                 "machine": provenance.machine_info()})  # fmt: skip
+    checkpoint.remove_partial(rdir)
+    images = run.training_set()
+    base = run.train_config(device)
+    t0 = time.time()
+    for epoch in run.epochs:
+        if epoch in trained_epochs(out, run):
+            continue
+        cfg = dataclasses.replace(base, epochs=epoch)
+        summary = trainer.train(cfg, images, rdir, resume=True, progress=progress)
+        row = {"epoch": epoch, "images": epoch * len(images), "loss": summary.get("loss"),
+               "images_per_s": summary.get("images_per_s"), "seconds": summary.get("seconds"),
+               "finished_at": provenance.now_iso()}  # fmt: skip
+        with open(rdir / "train_log.jsonl", "a") as f:  # appended: one line per segment
+            f.write(json.dumps(row) + "\n")
+        if time_limit_s is not None and time.time() - t0 > time_limit_s:
+            break
+    done = trained_epochs(out, run)
+    return {"finished": all(e in done for e in run.epochs), "epochs": done}

@@ -1,0 +1,267 @@
+"""Score every checkpoint of a study run, and gather the arms into CSV / JSON / figures.
+
+Per checkpoint (``evaluate_run``), into <run>/eval/epoch_XXXXXX.json:
+
+* ``n`` samples from the EMA weights with the quick profile's sampler (100-step ancestral DDIM,
+  x0 clipped), the same noise seed at every checkpoint, so the curve compares models rather than
+  noise draws; samples resume chunk by chunk (<run>/eval/epoch_XXXXXX.npz);
+* the rule metrics with bootstrap CIs (rulelib.metrics.rule_report), of all images and of the
+  novel ones (not copies), and the memorisation columns against the run's own training set, with
+  fresh task images as the reference (rulelib.metrics.memorisation);
+* the DSM loss (Ho et al. eq. 14, ``Schedule.loss``) of the EMA weights on 512 training images and
+  on 512 fresh images with one seeded draw of t and eps: a gap between the two is memorisation
+  in the loss; and the training loss the trainer logged for the segment that ended there.
+
+``raw_ddpm``: at the last checkpoint also the paper's sampling -- raw weights, DDPM 1000 steps --
+into eval/epoch_XXXXXX_raw_ddpm.json.
+
+``summarise`` gathers the runs into study.csv / study.json, the plateau fits (fits.json) and the
+figures length_<task>.png and size_<task>.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from rulelib import atomic, metrics, provenance, tasks
+from rulelib.diffusion import checkpoint
+from rulelib.diffusion import sample as sampler
+from rulelib.diffusion.schedule import images_to_tensor
+from rulelib.metrics import memorisation
+from rulelib.run import profiles
+from rulelib.study import arms
+from rulelib.study.fit import fit_plateau, se_from_ci
+
+FRESH_SEED = 7919  # fresh reference images: task.sample(n, seed + FRESH_SEED), never trained on
+LOSS_IMAGES = 512
+# error metrics fitted against images: (key, how to turn the metric into an error, label)
+ERRORS = {
+    "resid_std": (lambda v: v, "residual std (W)"),
+    "not_within_5pct": (lambda v: 100.0 - v, "100 - within ±5 % (%)"),
+    "not_conforming": (lambda v: 100.0 - v, "100 - rule-conforming (%)"),
+}
+SOURCE = {"resid_std": "resid_std", "not_within_5pct": "within_5pct",
+          "not_conforming": "conforming_pct"}  # fmt: skip
+
+
+def _dsm_loss(model, schedule, images: np.ndarray, seed: int) -> float:
+    g = torch.Generator().manual_seed(seed)
+    x0 = images_to_tensor(images)
+    with torch.no_grad():
+        return float(sum(schedule.loss(model, x0[i : i + 128], g) * len(x0[i : i + 128])
+                         for i in range(0, len(x0), 128)) / len(x0))  # fmt: skip
+
+
+def _train_log(rdir: Path) -> dict[int, dict]:
+    f = rdir / "train_log.jsonl"
+    if not f.exists():
+        return {}
+    rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    return {int(r["epoch"]): r for r in rows}
+
+
+def score_checkpoint(run: arms.ArmRun, rdir: Path, epoch: int, ckpt: Path, *, n: int,
+                     train_images, device="cpu", progress=True, weights="ema",
+                     method=None) -> dict:  # fmt: skip
+    """Samples -> rule metrics, memorisation, DSM losses of one checkpoint (see the module
+    docstring); returns the entry written to eval/epoch_XXXXXX[_raw_ddpm].json."""
+    task = tasks.get(run.task)
+    s = profiles.get(arms.QUICK).sampling(run.task)
+    kw = {"method": s.method, "steps": s.steps, "eta": s.eta, "clip_x0": s.clip_x0}
+    if method == "ddpm":
+        kw = {"method": "ddpm", "steps": None, "eta": 0.0, "clip_x0": False}  # the paper's
+    model, cfg, _ = checkpoint.load_model(ckpt, weights=weights, device=device)
+    schedule = cfg.schedule()
+    suffix = "" if method is None else "_raw_ddpm"
+    t0 = time.perf_counter()
+    images = sampler.sample(model, schedule, n, seed=run.seed, batch_size=s.batch_size,
+                            device=device, progress=progress,
+                            out_path=rdir / "eval" / f"epoch_{epoch:06d}{suffix}.npz",
+                            meta={"epoch": epoch, "weights": weights}, **kw)  # fmt: skip
+    t_sample = time.perf_counter() - t0
+    feats, ok = task.measure(images)
+    fresh = task.sample(max(n, LOSS_IMAGES), run.seed + FRESH_SEED)[0]
+    n_train = len(train_images)
+    return {
+        "run": run.name, "arm": run.arm, "task": run.task, "train_size": run.train_size,
+        "n_train": n_train, "epoch": epoch, "images": epoch * n_train,
+        "sampling": {**kw, "weights": weights, "n": n, "seed": run.seed},
+        "generated": metrics.rule_report(task, feats, ok, n_boot=1000, seed=run.seed),
+        **memorisation.memorisation_columns(task, images, train_images, feats, ok,
+                                            fresh_images=fresh[:n], seed=run.seed),
+        "dsm_loss_train": _dsm_loss(model, schedule, train_images[:LOSS_IMAGES], run.seed),
+        "dsm_loss_fresh": _dsm_loss(model, schedule, fresh[:LOSS_IMAGES], run.seed),
+        "train_loss_logged": _train_log(rdir).get(epoch, {}).get("loss"),
+        "seconds_sampling": round(t_sample, 1), "machine": provenance.machine_info(),
+        "created": provenance.now_iso(), "git_commit": provenance.git_commit(),
+    }  # fmt: skip
+
+
+def evaluate_run(out, run: arms.ArmRun, *, n=256, device="cpu", progress=True,
+                 time_limit_s=None, raw_ddpm=False) -> list[dict]:  # fmt: skip
+    """Score each trained checkpoint of ``run`` not scored yet; returns every entry so far."""
+    rdir = arms.run_dir(out, run)
+    ckpts = dict(checkpoint.list_checkpoints(rdir))
+    (rdir / "eval").mkdir(parents=True, exist_ok=True)
+    train_images = run.training_set() if ckpts else None
+    t0 = time.time()
+    for epoch in run.epochs:
+        f = rdir / "eval" / f"epoch_{epoch:06d}.json"
+        if epoch not in ckpts or f.exists():
+            continue
+        e = score_checkpoint(run, rdir, epoch, ckpts[epoch], n=n, train_images=train_images,
+                             device=device, progress=progress)  # fmt: skip
+        atomic.write_json(f, e)
+        if time_limit_s is not None and time.time() - t0 > time_limit_s:
+            break
+    last = run.epochs[-1]
+    f = rdir / "eval" / f"epoch_{last:06d}_raw_ddpm.json"
+    if raw_ddpm and last in ckpts and not f.exists():
+        atomic.write_json(f, score_checkpoint(run, rdir, last, ckpts[last], n=n,
+                                              train_images=train_images, device=device,
+                                              progress=progress, weights="raw",
+                                              method="ddpm"))  # fmt: skip
+    return load_entries(rdir)
+
+
+def load_entries(rdir) -> list[dict]:
+    return [atomic.read_json(p) for p in sorted(Path(rdir).glob("eval/epoch_*.json"))]
+
+
+def _v(rep, key):
+    e = (rep or {}).get(key) or {}
+    return e.get("value"), (e.get("ci") or [None, None])
+
+
+def row(e: dict) -> dict:
+    """One flat CSV row of an entry: metrics of all and novel images with CIs, memorisation."""
+    r = {k: e[k] for k in ("run", "arm", "task", "train_size", "n_train", "epoch", "images")}
+    r["sampling"] = f"{e['sampling']['weights']} {e['sampling']['method']}"
+    for which in ("generated", "generated_novel"):
+        for key in ("measurable_rate", "coarse_rate", "conforming_pct", "within_5pct", "slope",
+                    "bias_k1", "resid_std"):  # fmt: skip
+            v, (lo, hi) = _v(e.get(which), key)
+            tag = "" if which == "generated" else "novel_"
+            r[f"{tag}{key}"], r[f"{tag}{key}_lo"], r[f"{tag}{key}_hi"] = v, lo, hi
+    m = e["memorisation"]
+    r["copy_rate"] = m["copy_rate"]["value"]
+    r["nearest_median"] = m["nearest"]["median"]
+    r["fresh_nearest_median"] = m["reference"]["nearest"]["median"]
+    r["median_shift"], (r["median_shift_lo"], r["median_shift_hi"]) = \
+        m["median_shift"]["value"], m["median_shift"]["ci"] or [None, None]  # fmt: skip
+    for k in ("dsm_loss_train", "dsm_loss_fresh", "train_loss_logged"):
+        r[k] = e.get(k)
+    return r
+
+
+def fits(rows: list[dict]) -> dict:
+    """Plateau fits of each error against images, per length run, on the novel images."""
+    out = {}
+    for name in sorted({r["run"] for r in rows if r["arm"] == "length"}):
+        rs = sorted((r for r in rows if r["run"] == name and r["sampling"] == "ema ddim"),
+                    key=lambda r: r["images"])  # fmt: skip
+        out[name] = {}
+        for err, (to_err, label) in ERRORS.items():
+            key = "novel_" + SOURCE[err]
+            pts = [(r["images"], to_err(r[key]), se_from_ci([r[key + "_lo"], r[key + "_hi"]]))
+                   for r in rs if r[key] is not None]  # fmt: skip
+            if len(pts) < 4:
+                out[name][err] = {
+                    "label": label,
+                    "n_points": len(pts),
+                    "note": "fewer than 4 checkpoints scored: no fit yet",
+                }
+                continue
+            x, y, se = map(np.array, zip(*pts))
+            out[name][err] = {"label": label, **fit_plateau(x, y, se)}
+    return out
+
+
+def _figure(rows, fitd, arm, task, path):
+    rs = sorted(
+        (r for r in rows if r["arm"] == arm and r["task"] == task and r["sampling"] == "ema ddim"),
+        key=lambda r: (r["n_train"], r["images"]),
+    )
+    if not rs:
+        return None
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    xkey = "images" if arm == "length" else "n_train"
+    for ax, (err, (to_err, label)) in zip(axes, ERRORS.items()):
+        key = "novel_" + SOURCE[err]
+        have = [r for r in rs if r[key] is not None and r[key + "_lo"] is not None]
+        if arm == "size":  # the size arm: the last checkpoint of each training-set size
+            have = list({r["n_train"]: r for r in have}.values())  # rs is sorted by images
+        if have:
+            x = np.array([r[xkey] for r in have], dtype=float)
+            y = np.array([to_err(r[key]) for r in have])
+            a = np.array([to_err(r[key + "_lo"]) for r in have])
+            b = np.array([to_err(r[key + "_hi"]) for r in have])
+            lo, hi = np.minimum(a, b), np.maximum(a, b)
+            ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o-", capsize=3, label="novel images")
+            f = (fitd.get(f"length_{task}") or {}).get(err, {})
+            if arm == "length" and f.get("c_ci"):
+                xx = np.geomspace(x.min(), x.max() * 4, 100)
+                ax.plot(xx, f["c"] + f["a"] * (xx / f["images_0"]) ** (-f["b"]), "k--",
+                        label=f"c + a x^-b: c = {f['c']:.3g} "
+                        f"[{f['c_ci'][0]:.3g}, {f['c_ci'][1]:.3g}]")  # fmt: skip
+                ax.axhspan(*f["c_ci"], color="grey", alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_xlabel("training images seen" if arm == "length" else "training-set size")
+        ax.set_title(label, fontsize=9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    ax = axes[-1]
+    ax.plot([r[xkey] for r in rs], [100 * r["copy_rate"] for r in rs], "o-", label="copy %")
+    ax.plot(
+        [r[xkey] for r in rs],
+        [r["nearest_median"] for r in rs],
+        "s-",
+        label="median nearest-training distance",
+    )
+    ax.plot(
+        [r[xkey] for r in rs],
+        [r["fresh_nearest_median"] for r in rs],
+        "k:",
+        label="same, fresh task images",
+    )
+    ax.set_xscale("log")
+    ax.set_title("memorisation (copy: d1/d2 < 1/3)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.suptitle(f"Task {task}, {arm} arm (quick-profile settings; 95 % bootstrap CIs)")
+    fig.tight_layout()
+    atomic.savefig(fig, path)
+    plt.close(fig)
+    return path
+
+
+def summarise(out, to) -> dict:
+    """study.csv, study.json, fits.json and the figures from every run under ``out``."""
+    entries = [e for rdir in sorted(Path(out).glob("*_*")) if (rdir / "eval").is_dir()
+               for e in load_entries(rdir)]  # fmt: skip
+    rows = [row(e) for e in entries]
+    to = Path(to)
+    to.mkdir(parents=True, exist_ok=True)
+    fitd = fits(rows)
+    if rows:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+        atomic.write_text(to / "study.csv", buf.getvalue())
+    atomic.write_json(to / "study.json", {"rows": rows, "created": provenance.now_iso()})
+    atomic.write_json(to / "fits.json", fitd)
+    figs = []
+    for arm in ("length", "size"):
+        for task in sorted({r["task"] for r in rows if r["arm"] == arm}):
+            p = _figure(rows, fitd, arm, task, to / f"{arm}_{task}.png")
+            if p:
+                figs.append(str(p))
+    return {"rows": rows, "fits": fitd, "figures": figs}

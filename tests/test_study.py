@@ -1,0 +1,99 @@
+"""The study (rulelib.study): checkpoint schedules, the plateau fit, resumable arms end to end."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from rulelib.run import profiles
+from rulelib.study import arms, evaluate
+from rulelib.study.fit import fit_plateau, plateau, se_from_ci
+
+X = np.array(arms.length_run("B").to_dict()["images_at"], dtype=float)  # 8 000 ... 512 000
+
+
+def _curve(c, a=0.02, b=0.8, rel=0.05, seed=0):
+    rng = np.random.default_rng(seed)
+    y = plateau(X / X[0], c, a, b)
+    se = rel * y
+    return y + rng.normal(0, se), se
+
+
+def test_plateau_fit_recovers_c_of_synthetic_curves():
+    c_true, covered, excl0 = 0.006, 0, 0
+    for seed in range(8):
+        y, se = _curve(c_true, seed=seed)
+        f = fit_plateau(X, y, se, n_boot=100, seed=seed)
+        lo, hi = f["c_ci"]
+        covered += lo <= c_true <= hi
+        excl0 += lo > 0.003  # a plateau at half the true height is ruled out
+        assert abs(f["c"] - c_true) < 0.002  # point estimates near the truth
+        assert f["n_boot_ok"] >= 95
+    assert covered >= 6  # nominal 95 %: at least 6 of 8 (binomial tail 0.6 %)
+    assert excl0 >= 7
+    # a curve that keeps falling to zero: the CI on c reaches (nearly) 0
+    y, se = _curve(0.0, a=0.02, b=0.6, seed=1)
+    f = fit_plateau(X, y, se, n_boot=100)
+    assert f["c_ci"][0] < 1e-3 and f["c"] < 0.002
+
+
+def test_plateau_fit_refuses_too_few_points():
+    with pytest.raises(ValueError, match="at least 4"):
+        fit_plateau([1, 2, 3], [3, 2, 1])
+    with pytest.raises(ValueError, match="shape"):
+        fit_plateau([1, 2, 3, 4], [3, 2, 1, 0], se=[1, 1])
+    assert se_from_ci([1.0, 1.0 + 2 * 1.959963984540054]) == pytest.approx(1.0)
+
+
+def test_log_checkpoints_are_log_spaced():
+    e = arms.log_checkpoints(2000, 512_000)
+    assert e[-1] == 256 and e[0] == 4 and list(e) == sorted(set(e))
+    ratios = np.diff(np.log2(e))
+    assert np.allclose(ratios, 0.5, atol=0.12)  # two per doubling, rounded to whole epochs
+    assert arms.log_checkpoints(2000, 3000)[-1] == 2  # the budget rounded up to an epoch
+    with pytest.raises(ValueError, match="n_train"):
+        arms.log_checkpoints(5000, 1000)
+
+
+def test_arms_keep_the_quick_settings():
+    q = profiles.get("quick")
+    r = arms.length_run("B")
+    cfg = r.train_config()
+    for key in ("preset", "batch_size", "lr", "ema_decay", "ema_start"):
+        assert getattr(cfg, key) == getattr(q.train_config("B"), key)
+    assert cfg.epochs == 256 and r.profile().sampling("B") == q.sampling("B")
+    s = arms.size_run("B", 250)
+    assert s.epochs[-1] * 250 == arms.SIZE_IMAGES and s.n_train() == 250
+    assert arms.size_run("B", "fresh").epochs == (1,)
+    with pytest.raises(ValueError, match="size"):
+        arms.size_run("B", 0)
+    with pytest.raises(ValueError, match="budget"):
+        arms.size_run("B", 10**6)
+
+
+def test_size_run_trains_resumes_and_is_scored(tmp_path, monkeypatch):
+    quick = profiles.get("quick")
+    # 5 sampling steps and a 32-image loss set keep this test short; everything else as run
+    monkeypatch.setitem(profiles.PROFILES, "quick", dataclasses.replace(quick, sampling_steps=5))
+    monkeypatch.setattr(evaluate, "LOSS_IMAGES", 32)
+    run = arms.size_run("B", 32, images=64)
+    assert run.epochs == (1, 2)
+    res = arms.train_run(tmp_path, run, progress=False, time_limit_s=0)  # one segment, then stop
+    assert res == {"finished": False, "epochs": [1]}
+    res = arms.train_run(tmp_path, run, progress=False)  # resumes from epoch 1
+    assert res == {"finished": True, "epochs": [1, 2]}
+    log = (tmp_path / run.name / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in log] == [1, 2]
+    with pytest.raises(ValueError, match="another run"):
+        arms.train_run(tmp_path, arms.size_run("B", 32, images=96), progress=False)
+    entries = evaluate.evaluate_run(tmp_path, run, n=16, progress=False)
+    assert [e["epoch"] for e in entries] == [1, 2]
+    e = entries[-1]
+    assert e["images"] == 64 and e["n_train"] == 32
+    assert 0 <= e["memorisation"]["copy_rate"]["value"] <= 1 and e["dsm_loss_fresh"] > 0
+    again = evaluate.evaluate_run(tmp_path, run, n=16, progress=False)  # nothing left to do
+    assert [x["created"] for x in again] == [x["created"] for x in entries]
+    out = evaluate.summarise(tmp_path, tmp_path / "summary")
+    assert len(out["rows"]) == 2 and (tmp_path / "summary" / "study.csv").exists()
+    assert (tmp_path / "summary" / "size_B.png").exists()
