@@ -2,19 +2,25 @@
 
     python benchmarks/train.py                       # CPU: small preset, batch 16 and 128
     python benchmarks/train.py --preset paper --project   # GPU: + the paper protocol's time
-    python benchmarks/train.py --variants            # also each lever on its own
+    python benchmarks/train.py --variants --auto     # + each eager candidate, the auto choice
+    python benchmarks/train.py --variants --compiled --auto --repeats 5   # + compiled ones
     python benchmarks/train.py --run runs/x/A        # + DDIM-50 vs DDPM rule metrics of a run
     python benchmarks/train.py --no-train --no-sample --run runs/x/A   # that check alone
 
 Training: images per second of `rulelib.diffusion.train.train` against the loop a user would write
-from
-diffusers' `train_unconditional.py` example on the same network: a torch DataLoader (shuffle) over
-a TensorDataset of the same images, `DDPMScheduler.add_noise`, fp32, AdamW with its defaults,
+from diffusers' `train_unconditional.py` example on the same network: a torch DataLoader (shuffle)
+over a TensorDataset of the same images, `DDPMScheduler.add_noise`, fp32, AdamW with its defaults,
 `zero_grad()`, the example's per-step `loss.item()` for the progress bar, and its `EMAModel`
 (`--use_ema`) set to the paper's EMA (decay 0.995 from step 2000), because our trainer keeps that
 EMA too: both loops do the paper's work. (`--no-ref-ema` drops the reference's EMA, to show how
 much of the ratio it accounts for.) Both loops are timed over the same number of steps after
-warm-up steps, alternately, `--repeats` times; the median is printed.
+warm-up steps, interleaved, `--repeats` times (`train_comparison`): the median and the min-max
+over the repeats are printed, and each ratio is taken against the reference of the same repeat.
+Our variants: the trainer's rule for a long run, each candidate of levers (`--variants`,
+`--compiled`) and its automatic choice (`--auto`, timed afresh as a long run would). The header
+names the CPU's model and its flags (AVX2, AVX-512, AVX-512 BF16, AMX): the levers that pay
+depend on them (rulelib.diffusion.levers); `ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16` keeps oneDNN off
+AMX on a CPU that has it, and is printed when set.
 
 Sampling: images per second of one DDPM step at the sampling batch size, timed over `--sample-steps`
 steps and scaled to the 1000 steps of DDPM ancestral and the 50 of DDIM-50 (every step costs one
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -79,7 +86,8 @@ def reference_loop(preset, images, batch_size, steps, warmup, device, seed=0, em
 
 def ours(preset, images, batch_size, steps, warmup, device, **over):
     """rulelib.diffusion.train.train for warmup + steps steps; images/s over the last `steps`."""
-    from rulelib.diffusion.train import TrainConfig, train
+    from rulelib.diffusion.config import TrainConfig
+    from rulelib.diffusion.train import train
 
     n = batch_size * (warmup + steps)
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,6 +97,127 @@ def ours(preset, images, batch_size, steps, warmup, device, **over):
                           log_every=warmup, device=str(device), **over)  # fmt: skip
         s = train(cfg, images[:n], Path(tmp), progress=False)
     return s["images_per_s_steady"], s
+
+
+def fixed(lev) -> dict:
+    """TrainConfig overrides that give the levers `lev` outright."""
+    return {"bf16": lev.bf16, "channels_last": lev.channels_last, "compile": lev.compile}
+
+
+def auto_choice(preset, images, bs, device, run_steps):
+    """The trainer's automatic choice (rulelib.diffusion.levers.choose) for a run of `run_steps`
+    steps at batch bs, timed afresh (a temporary cache): (levers, its figures, seconds)."""
+    from rulelib.diffusion import levers, unet
+    from rulelib.diffusion.schedule import Schedule, images_to_tensor
+
+    torch.manual_seed(0)
+    model = unet.build(preset).to(device)
+    x0 = images_to_tensor(images[:bs], device)
+    old = os.environ.get("RULELIB_CACHE_DIR")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["RULELIB_CACHE_DIR"] = tmp
+        try:
+            lev, how = levers.choose(model, Schedule().to(device), x0, device, run_steps, preset)
+        finally:
+            os.environ.pop("RULELIB_CACHE_DIR") if old is None else os.environ.update(
+                RULELIB_CACHE_DIR=old)  # fmt: skip
+    return lev, how
+
+
+def profile_step(preset, images, bs, device, lev, steps=5, rows=12):
+    """torch.profiler over `steps` training steps (rulelib.diffusion.levers.Step, after two
+    warm-up steps) under the levers `lev`: prints the operators with the most self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from rulelib.diffusion import levers, unet
+    from rulelib.diffusion.schedule import Schedule, images_to_tensor
+
+    torch.manual_seed(0)
+    st = levers.Step(unet.build(preset).to(device), lev, device)
+    x0 = images_to_tensor(images[:bs], device).contiguous(memory_format=st.fmt)
+    opt = torch.optim.AdamW(st.params, lr=3e-4, **levers.adamw_kernel(device))
+    s, gen = Schedule().to(device), torch.Generator(device=device).manual_seed(0)
+    for _ in range(2):
+        st.step(s, x0, gen, opt)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            st.step(s, x0, gen, opt)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"profile of {steps} steps, {lev.name}, batch {bs}:")
+    print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=50))
+
+
+def spread(xs) -> str:
+    return f"{statistics.median(xs):7.1f} [{min(xs):6.1f}-{max(xs):6.1f}]"
+
+
+def train_comparison(a, device, preset, steps, warmup, images):
+    """The reference loop against each variant of ours at each batch size, interleaved: every
+    repeat times the reference and every variant once, in an order rotated from one repeat to
+    the next (a burst of load from another process then hits every variant alike). Prints the
+    median images/s with its min-max over the repeats, and the median (min-max) of the ratio to
+    the reference of the same repeat. Returns the first variant's median at batch 16."""
+    from rulelib.diffusion import levers
+
+    # "rule": what the trainer's rule gives a run of --auto-steps steps (the timed runs are a few
+    # dozen steps, below levers.CPU_COMPILE_MIN_STEPS, so the compile choice is made here).
+    rule = levers.rule_levers(device, a.auto_steps)
+    base = {f"rule ({rule.name})": fixed(rule)}
+    if a.variants:
+        for bf16 in (False, True):
+            for cl in (False, True):
+                for comp in (False, True) if a.compiled else (False,):
+                    lev = levers.Levers(bf16, cl, comp, torch.get_num_threads())
+                    base[lev.name] = fixed(lev)
+    if a.only:
+        unknown = sorted(set(a.only) - set(base))
+        if unknown:
+            raise SystemExit(f"unknown variants {unknown}; expected some of {sorted(base)}")
+        base = {v: base[v] for v in base if v in a.only or v.startswith("rule")}
+    train16 = None
+    for bs in a.batches:
+        variants = dict(base)
+        if a.auto:
+            lev, how = auto_choice(preset, images, bs, device, a.auto_steps)
+            figs = ", ".join(f"{k} {v['images_per_s']:.1f}" if "images_per_s" in v else
+                             f"{k} rejected" for k, v in how["figures"].items())  # fmt: skip
+            print(f"batch {bs:4d}: automatic choice for a {a.auto_steps}-step run: {lev.name} "
+                  f"({how['how']} in {how['seconds']:.0f} s; img/s {figs})")  # fmt: skip
+            variants[f"auto ({lev.name})"] = fixed(lev)
+        names = ["reference", *variants]
+        rates: dict[str, list[float]] = {v: [] for v in names}
+        ratios: dict[str, list[float]] = {v: [] for v in variants}
+        for rep in range(a.repeats):
+            k = rep % len(names)
+            this = {}
+            for v in names[k:] + names[:k]:
+                if v == "reference":
+                    this[v] = reference_loop(preset, images, bs, steps, warmup, device,
+                                             ema=not a.no_ref_ema)  # fmt: skip
+                else:
+                    this[v], summary = ours(preset, images, bs, steps, warmup, device,
+                                            **variants[v])  # fmt: skip
+                    if summary.get("compile_rejected"):
+                        print(f"  ({v}: compile rejected, {summary['compile_rejected']})")
+                rates[v].append(this[v])
+            for v in variants:
+                ratios[v].append(this[v] / this["reference"])
+        ema_note = "without EMA" if a.no_ref_ema else "with EMAModel"
+        print(f"batch {bs:4d}: reference ({ema_note:13s})     {spread(rates['reference'])} img/s")
+        for v in variants:
+            print(f"            ours {v:36s} {spread(rates[v])} img/s  ratio "
+                  f"{statistics.median(ratios[v]):4.2f}x [{min(ratios[v]):4.2f}-"
+                  f"{max(ratios[v]):4.2f}]")  # fmt: skip
+        if a.auto:
+            auto = next(v for v in variants if v.startswith("auto"))
+            best = max(variants, key=lambda v: statistics.median(rates[v]))
+            gap = statistics.median(rates[auto]) / statistics.median(rates[best])
+            print(f"            automatic choice: {gap:.1%} of the fastest ({best})")
+        if bs == 16:
+            train16 = statistics.median(rates[next(iter(variants))])
+        sys.stdout.flush()
+    return train16
 
 
 def sampling_rate(preset, device, batch_size, steps, bf16=False):
@@ -161,8 +290,8 @@ def rule_check(run_dir, n, device, batch_size, etas=(0.0,), out_json=None):
     Returns {"ddpm": {"report"}, "ddim50_eta<eta>": {"report", "difference", ...}, ...}, written
     to `out_json` when given."""
     from rulelib import atomic, tasks
+    from rulelib.diffusion.checkpoint import load_model
     from rulelib.diffusion.sample import sample
-    from rulelib.diffusion.train import load_model
     from rulelib.metrics import paired_difference, rule_report
 
     weights, clip_x0 = run_sampling(run_dir)
@@ -245,8 +374,18 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=None, help="default 3 CPU, 30 GPU")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--variants", action="store_true", help="time each lever on its own")
+    p.add_argument("--variants", action="store_true", help="time each eager candidate too")
+    p.add_argument("--compiled", action="store_true", help="with --variants: + compiled ones")
     p.add_argument("--only", nargs="+", default=None, help="with --variants: just these ones")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="torch.profiler of the step, fp32 NCHW and channels_last, first batch",
+    )
+    p.add_argument("--auto", action="store_true", help="time the trainer's automatic choice too")
+    p.add_argument("--auto-steps", type=int, default=100_000,
+                   help="run length the rule and the automatic choice are made for (compiled "
+                        "candidates from levers.CPU_COMPILE_MIN_STEPS steps)")  # fmt: skip
     p.add_argument("--no-ref-ema", action="store_true", help="reference loop without its EMA")
     p.add_argument("--sample-batch", type=int, default=64)
     p.add_argument("--sample-steps", type=int, default=10)
@@ -272,50 +411,24 @@ def main(argv=None):
     preset = a.preset or ("paper" if gpu else "small")
     steps = a.steps or (200 if gpu else 20)
     warmup = a.warmup or (30 if gpu else 3)
-    name = torch.cuda.get_device_name() if gpu else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; preset {preset}; {steps} timed steps")
+    from rulelib import provenance
+
+    name = torch.cuda.get_device_name() if gpu else provenance.machine_summary(
+        provenance.machine_info())  # fmt: skip
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    isa = f"; ONEDNN_MAX_CPU_ISA={isa}" if isa else ""
+    print(f"device: {name}; preset {preset}; {steps} timed steps after {warmup} warm-up, "
+          f"{a.repeats} interleaved repeats{isa}")  # fmt: skip
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (max(a.batches) * (warmup + steps), 32, 32, 3), dtype=np.uint8)
 
-    # "default": what a long run gets. The timed runs are a few dozen steps, below the length from
-    # which the trainer compiles on CPU by default, so that choice is made here for a long run.
-    from rulelib.diffusion.train import CPU_COMPILE_MIN_STEPS, compile_pays
+    if a.profile:
+        from rulelib.diffusion import levers
 
-    long_run = {"compile": compile_pays(device, CPU_COMPILE_MIN_STEPS)}
-    variants = {"default": long_run}
-    if a.variants:  # (a compiled run that fails train.check_compiled trains eagerly: see below)
-        variants |= {
-            "eager (no compile)": {"compile": False},
-            "fp32 (no bf16)": {"bf16": False, "compile": False},
-            "fp32+compile": {"bf16": False, "compile": True},
-            "channels_last": {**long_run, "channels_last": True},
-        }
-    if a.only:
-        unknown = sorted(set(a.only) - set(variants))
-        if unknown:
-            p.error(f"unknown variants {unknown}; expected some of {sorted(variants)}")
-        variants = {v: variants[v] for v in ["default", *a.only] if v in variants}
-    train16 = None
-    for bs in [] if a.no_train else a.batches:
-        rates: dict[str, list[float]] = {"reference": []} | {v: [] for v in variants}
-        for _ in range(a.repeats):
-            rates["reference"].append(
-                reference_loop(preset, images, bs, steps, warmup, device, ema=not a.no_ref_ema)
-            )
-            for v, over in variants.items():
-                rate, summary = ours(preset, images, bs, steps, warmup, device, **over)
-                rates[v].append(rate)
-                if summary.get("compile_rejected"):
-                    print(f"  ({v}: compile rejected, {summary['compile_rejected']})")
-        ref = statistics.median(rates["reference"])
-        if bs == 16:
-            train16 = statistics.median(rates["default"])
-        ema_note = "without EMA" if a.no_ref_ema else "with EMAModel"
-        print(f"batch {bs:4d}: reference ({ema_note}) {ref:8.1f} img/s")
-        for v in variants:
-            r = statistics.median(rates[v])
-            print(f"            ours {v:20s} {r:8.1f} img/s  ratio {r / ref:5.2f}x")
-        sys.stdout.flush()
+        for cl in (False, True):
+            lev = levers.Levers(False, cl, False, torch.get_num_threads())
+            profile_step(preset, images, a.batches[0], device, lev)
+    train16 = None if a.no_train else train_comparison(a, device, preset, steps, warmup, images)
     if gpu:
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     sample32 = None  # fp32 image-steps/s: what `python -m rulelib sample` runs

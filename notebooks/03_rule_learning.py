@@ -233,7 +233,7 @@ if swept:
         row[0].set_title(f"Task {t}", fontsize=9, loc="left")
     fig.tight_layout()
 else:
-    print("no sweep in this run folder: python -m rulelib evaluate --task all --sweep --out", RUN)
+    print("no sweep in this run folder: python -m rulelib evaluate --task paper --sweep --out", RUN)
 
 # %% [markdown]
 # ### What this run shows

@@ -374,13 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _FAULT_HINTS = {
-    errno.ENOSPC: "the disk is full; free space and run the same command again (finished work "
-    "is kept and resumed)",
-    errno.EDQUOT: "the disk quota is exhausted; free space and run the same command again",
-    errno.EACCES: "the folder or file is not writable (or readable) by you; fix its permissions "
-    "or choose another --out",
-    errno.EPERM: "the operation is not permitted here; fix the permissions or choose another --out",
-    errno.EROFS: "the file system is read-only; choose another --out",
+    errno.ENOSPC: "the disk is full: free space, then run the same command again; finished work "
+    "is kept and resumed",
+    errno.EDQUOT: "the disk quota is exhausted: free space, then run the same command again",
+    errno.EACCES: "not writable (or readable) by you: fix the permissions or choose another --out",
+    errno.EPERM: "not permitted here: fix the permissions or choose another --out",
+    errno.EROFS: "the file system is read-only: choose another --out",
 }
 
 

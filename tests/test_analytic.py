@@ -162,3 +162,15 @@ def test_draw_writes_metrics_with_copy_rate(tmp_path):
     rows = draw.summarise(tmp_path)
     assert [r["images"] for r in rows] == ["all", "novel"]
     assert "copy_rate" in (tmp_path / "table.md").read_text()
+
+
+def test_agreement_with_samples_from_the_same_noise(tmp_path):
+    first = tmp_path / "a"
+    draw.draw("B", "empirical", 16, first, steps=10, n_boot=0, progress=False, command="t")
+    ref = first / "B" / "empirical" / "samples.npz"
+    e = draw.draw("B", "empirical", 16, tmp_path / "b", steps=10, n_boot=0, progress=False,
+                  command="t", unet=ref)  # fmt: skip
+    assert e["unet_agreement"]["r2_median"] == pytest.approx(1.0)  # same noise, same denoiser
+    with pytest.raises(ValueError, match="other settings"):
+        draw.draw("B", "empirical", 16, tmp_path / "c", steps=12, n_boot=0, progress=False,
+                  command="t", unet=ref)  # fmt: skip

@@ -1,5 +1,7 @@
 """Pixel and noise-aware classifiers: architectures, training, checkpoints, filtering."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,8 @@ import torch
 from rulelib import tasks
 from rulelib.mitigation import classifiers as C
 from rulelib.mitigation import contrastive as CD
-from rulelib.mitigation import filtering
+from rulelib.mitigation import filtering, pipeline
+from rulelib.run import profiles
 
 
 def colour_set(n=240, seed=0):
@@ -163,14 +166,13 @@ def test_mitigation_run_filters_a_run_folder(tmp_path):
     """reproduce --mitigation on a task folder with samples but no model: contrastive data, the
     three classifiers (smoke size), filtering with before/after reports, files; guidance skipped.
     A rerun reuses the saved classifiers (same accuracies, no retraining)."""
-    from rulelib.mitigation import pipeline as mitigation
-
     task = tasks.get("D")
+    smoke = profiles.get("smoke")
     gen, _, _ = CD.make_contrastive(task, 60, seed=9)  # stand-in "generated" images, measurable
     tdir = tmp_path / "D"
     tdir.mkdir()
     np.savez_compressed(tdir / "samples.npz", images=gen)
-    out = mitigation.run("D", tdir, "smoke", device="cpu", quiet=True)
+    out = pipeline.run("D", tdir, smoke, device="cpu", quiet=True)
     mdir = tdir / "mitigation"
     for f in ("mitigation.json", "mitigation.md", "contrastive.png", "filter.png"):
         assert (mdir / f).exists(), f
@@ -178,10 +180,10 @@ def test_mitigation_run_filters_a_run_folder(tmp_path):
     for rep in out["filter"].values():
         assert rep["n"] == 60 and rep["before"]["n_measurable"] >= 57
         assert 0 <= rep["kept"] <= 60
-    again = mitigation.run("D", tdir, "smoke", device="cpu", quiet=True)
+    again = pipeline.run("D", tdir, smoke, device="cpu", quiet=True)
     assert again["accuracy"] == out["accuracy"]
     with pytest.raises(ValueError, match="no mitigation settings for profile 'huge'"):
-        mitigation.run("D", tdir, "huge")
+        pipeline.run("D", tdir, dataclasses.replace(smoke, name="huge"))
 
 
 def test_cli_subcommands_refuse_bad_input(tmp_path, capsys):

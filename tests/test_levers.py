@@ -158,8 +158,8 @@ def test_time_levers_times_copies_and_leaves_the_model_and_rng_alone():
     torch.manual_seed(0)
     model = unet.build("tiny")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    rng = torch.get_rng_state()
     x0 = torch.rand(4, 3, 32, 32) * 2 - 1
+    rng = torch.get_rng_state()
     cands = [lv.Levers(False, False, False, 1), lv.Levers(False, True, False, 1)]
     out = lv.time_levers(model, cands, Schedule(), x0, CPU, rounds=2, steps=1, warmup=1)
     assert sorted(out) == ["fp32", "fp32+channels_last"]
@@ -184,7 +184,7 @@ def test_the_step_under_channels_last_gives_the_nchw_loss_within_rounding():
         opt.zero_grad = lambda set_to_none=True: None
         loss = st.step(Schedule(), x0.contiguous(memory_format=st.fmt),
                        torch.Generator().manual_seed(1), opt)  # fmt: skip
-        grads.append((float(loss), torch.cat([p.grad.flatten() for p in st.params])))
+        grads.append((float(loss.detach()), torch.cat([p.grad.flatten() for p in st.params])))
     (l0, g0), (l1, g1) = grads
     assert abs(l0 - l1) <= 1e-5 * abs(l0)
     assert float((g1 - g0).norm() / g0.norm()) < 1e-4

@@ -7,9 +7,6 @@ import pytest
 
 from rulelib.tasks import loaders
 
-h5py = pytest.importorskip("h5py")
-
-
 # ---- writers in the published formats (independent of the readers) --------------------------
 
 
@@ -27,6 +24,8 @@ def write_idx(path, array, gz=False):
 
 
 def write_syn_mirror(path, colors, seg, *, skip=()):
+    """A Syn Mirror HDF5 file (skips the calling test where h5py, an optional extra, is missing)."""
+    h5py = pytest.importorskip("h5py")
     with h5py.File(path, "w") as f:
         values = {
             "colors": colors,

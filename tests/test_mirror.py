@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
+from test_loaders import write_syn_mirror  # tests/test_loaders.py: the file writers
 
 from rulelib import metrics, tasks
 from rulelib.metrics import categorical
 from rulelib.tasks import mirror
-
-h5py = pytest.importorskip("h5py")
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +100,6 @@ def test_reflection_consistency_known_answers():
 
 
 def test_task_trains_on_syn_mirror_files_and_measures_its_own_images(tmp_path):
-    from tests.test_loaders import write_syn_mirror
-
     for i, rows in enumerate([(20, 44), (10, 50), (30, 40)]):
         write_syn_mirror(tmp_path / f"view_{i}.hdf5", *_scene(rows, rows))
     task = mirror.Mirror().use_files(tmp_path)

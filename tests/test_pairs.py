@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from test_loaders import write_cifar_batch, write_idx  # tests/test_loaders.py: the file writers
 
 from rulelib import metrics, tasks
 from rulelib.metrics import categorical
 from rulelib.tasks import pairs
-from tests.test_loaders import write_cifar_batch, write_idx
 
 DOG, CAT, CAR, TRUCK = 5, 3, 1, 9
 

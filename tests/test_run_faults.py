@@ -153,7 +153,7 @@ def test_full_disk_during_a_checkpoint_is_named_and_loses_nothing(tmp_path, caps
     _disk_full_at(monkeypatch, failing_call=2)  # the second epoch's checkpoint
     err = _fails(argv, capsys)
     target = out / "D" / "checkpoints" / "epoch_000002" / "state.pt"
-    assert f"{target}: No space left on device (the disk is full; free space" in err
+    assert f"{target}: No space left on device (the disk is full: free space, then run" in err
     ckdir = out / "D" / "checkpoints"
     assert [e for e, _ in checkpoint.list_checkpoints(out / "D")] == [1]  # the first one kept
     assert not list(ckdir.glob(".tmp-*")) and not (ckdir / "epoch_000002").exists()
@@ -180,7 +180,7 @@ def test_read_only_run_folder_is_named_and_loses_nothing(run_copy, capsys, monke
     finally:
         for p in [d, *d.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
-    assert f"{d}" in err and "Permission denied (the folder or file is not writable" in err
+    assert f"{d}" in err and "Permission denied (not writable (or readable) by you" in err
     assert _snapshot(run_copy) == before  # metrics.json, samples, checkpoints as they were
 
 

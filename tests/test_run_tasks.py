@@ -1,6 +1,7 @@
 """A user's own rule task through the command line (`--tasks-from`), the task list taken from the
 registry, profiles for tasks without paper numbers, and the subcommand table."""
 
+import ast
 import json
 import os
 import subprocess
@@ -151,3 +152,42 @@ def test_a_subcommand_is_one_table_entry(capsys):
     assert seen == {"x": 4, "command": "python -m rulelib hello --x 4"}
     names = [c.name for c in cli.COMMANDS]
     assert names == ["train", "sample", "evaluate", "reproduce", "export", "filter", "guide"]
+
+
+def _docstring_example() -> str:
+    """The code block of the rulelib.tasks docstring that defines task E (the one after '::')."""
+    doc = tasks.__doc__
+    start = doc.index('"the right bar is exactly twice as tall as the left bar"::')
+    lines = doc[start:].splitlines()[2:]
+    block = []
+    for line in lines:
+        if line and not line.startswith("    "):
+            break
+        block.append(line[4:])
+    return "\n".join(block).strip()
+
+
+def _code_only(source: str) -> list[str]:
+    """The statements of a module as AST dumps: docstrings, comments and formatting ignored."""
+    tree = ast.parse(source)
+    docstring = (ast.Expr, ast.Constant)
+    return [
+        ast.dump(n)
+        for n in tree.body
+        if not (isinstance(n, docstring[0]) and isinstance(n.value, docstring[1]))
+    ]
+
+
+def test_docstring_example_is_the_task_the_tests_run(registry):
+    """The two-bar task that rulelib.tasks teaches is the code the end-to-end test runs (so the
+    docstring cannot rot), apart from the example's last line, which draws from it."""
+    example = _docstring_example()
+    assert example.splitlines()[-1].startswith('images, truth = tasks.get("E").sample(')
+    fixture = _code_only(TWO_BARS.read_text())
+    assert _code_only("\n".join(example.splitlines()[:-1])) == fixture
+    namespace = {}
+    exec(compile(example, "rulelib.tasks docstring", "exec"), namespace)  # noqa: S102
+    feats, ok = tasks.get("E").measure(namespace["images"])
+    assert ok.mean() == 1.0
+    ratio = feats["h2"] / feats["h1"]
+    assert abs(float(ratio.mean()) - 2.0) < 0.01, ratio.mean()

@@ -330,3 +330,49 @@ def test_bf16_copy_leaves_an_unused_parameter_alone(images, tmp_path, monkeypatc
     init = build("tiny").state_dict()
     assert torch.equal(weights["unused"], torch.ones(3))
     assert not torch.equal(weights["net.conv_in.weight"], init["net.conv_in.weight"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The levers of a run (rulelib.diffusion.levers): chosen once, recorded, kept on resumption
+
+
+def test_a_resumed_run_keeps_the_levers_it_started_with(images, tmp_path, monkeypatch):
+    """Started in channels_last; resumed with no levers set while the rule would now say NCHW:
+    the checkpoint's levers are kept, and the run equals an uninterrupted channels_last run to
+    the bit (whereas NCHW's kernels round differently)."""
+    straight = tr.train(cfg(channels_last=True), images, tmp_path / "straight", progress=False)
+    assert straight["channels_last"] and straight["levers_how"] == "rule"
+    nchw = tr.train(cfg(channels_last=False), images, tmp_path / "nchw", progress=False)
+    assert not nchw["channels_last"]
+    tr.train(cfg(epochs=1, channels_last=True), images, tmp_path / "stopped", progress=False)
+    nchw_rule = lv.Levers(bf16=False, channels_last=False, compile=False, threads=1)
+    monkeypatch.setattr(lv, "rule_levers", lambda *a, **k: nchw_rule)
+    s = tr.train(cfg(), images, tmp_path / "stopped", progress=False)
+    assert s["levers_how"] == "resumed" and s["channels_last"] and s["levers"] == straight["levers"]
+    (_, raw1), (_, ema1) = states(tmp_path / "straight")
+    (_, raw2), (_, ema2) = states(tmp_path / "stopped")
+    assert same(raw1, raw2) and same(ema1, ema2)
+    assert not same(raw1, states(tmp_path / "nchw")[0][1])  # the layout does change the bits
+    state = ck._load_state(list_checkpoints(tmp_path / "stopped")[-1][1] / "state.pt")
+    assert state["levers"] == {"device": "cpu", **lv.Levers.from_dict(
+        {k: v for k, v in state["levers"].items() if k != "device"}).to_dict()}  # fmt: skip
+    assert state["levers"]["channels_last"] is True
+
+
+def test_a_timed_choice_is_recorded_and_does_not_change_the_run(images, tmp_path, monkeypatch):
+    """A run long enough to time its levers (CHOOSE_MIN_STEPS lowered to 1 here): the summary
+    names the choice and its figures, the timing leaves the run's weights and generators alone
+    (the run equals one given the chosen levers outright), and a second run reads the cache."""
+    monkeypatch.setenv("RULELIB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(lv, "CHOOSE_MIN_STEPS", 1)
+    s = tr.train(cfg(epochs=1, compile=False), images, tmp_path / "timed", progress=False)
+    assert s["levers_how"] == "timed" and s["levers_seconds"] > 0
+    assert s["levers"] in s["levers_figures"] and "fp32+channels_last" in s["levers_figures"]
+    best = max(s["levers_figures"], key=lambda k: s["levers_figures"][k]["images_per_s"])
+    assert s["levers"] == best
+    given = cfg(epochs=1, compile=False, bf16=s["bf16"], channels_last=s["channels_last"])
+    g = tr.train(given, images, tmp_path / "given", progress=False)
+    assert g["levers_how"] == "config" and g["levers"] == s["levers"]
+    assert same(states(tmp_path / "timed")[0][1], states(tmp_path / "given")[0][1])
+    again = tr.train(cfg(epochs=1, compile=False), images, tmp_path / "again", progress=False)
+    assert again["levers_how"] == "cached" and again["levers"] == s["levers"]

@@ -32,13 +32,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: quick's 100)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--unet", default=None,
-                   help="a trained run or checkpoint: also its samples from the same noise, and "
-                        "the per-image pixel r^2 between the two")  # fmt: skip
+                   help="a trained run or checkpoint (sampled from the same noise), or a "
+                   "samples.npz of the same sampler and seed (results/quick/B/samples.npz): "
+                   "the per-image pixel r^2 between its images and the denoiser's")  # fmt: skip
     p.add_argument("--summary", action="store_true", help="only gather the model-class table")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def run(args) -> int:
+def run(args, command: str | None = None) -> int:
+    """Run the command; ``command``: the command line as typed (recorded in metrics.json)."""
     if args.n < 1:
         raise SystemExit(f"--n must be a positive number of samples, got {args.n}")
     if not args.summary:
@@ -46,7 +48,7 @@ def run(args) -> int:
             for name in args.denoiser:
                 e = draw.draw(task, name, args.n, args.out, seed=args.seed, patch=args.patch,
                               pool=args.pool, n_boot=args.n_boot, steps=args.steps,
-                              unet=args.unet, progress=not args.quiet)  # fmt: skip
+                              unet=args.unet, progress=not args.quiet, command=command)  # fmt: skip
                 g, m = e["generated"], e["memorisation"]
                 print(f"[{task}] {name}: measurable {100 * g['measurable_rate']['value']:.1f} %, "
                       f"copy rate {100 * m['copy_rate']['value']:.1f} % -> "

@@ -30,8 +30,10 @@ from rulelib.diffusion import sample as sampler
 from rulelib.metrics import memorisation
 from rulelib.run import profiles
 
+# bias = |slope - k| + |intercept| against the task's own k (bias_k1, against k = 1, is the
+# paper's printed column for A and B only; for C, k = sqrt 2)
 TABLE_METRICS = ("measurable_rate", "coarse_rate", "conforming_pct", "within_5pct", "slope",
-                 "bias_k1", "resid_std")  # fmt: skip
+                 "bias", "resid_std")  # fmt: skip
 
 
 def _sampling(task_name: str, steps: int | None):
@@ -92,13 +94,28 @@ def draw(task_name: str, name: str, n: int, out, *, seed: int = 0, patch: int = 
 
 
 def _agreement(unet, images, schedule, n, seed, sset, bsz, path, progress) -> dict:
-    """Per-image pixel r^2 of the denoiser's samples against a U-Net's from the same noise."""
-    model, cfg, epoch = checkpoint.load_model(unet, weights="ema")
-    ref = sampler.sample(model, schedule, n, seed=seed, batch_size=bsz, out_path=path,
-                         progress=progress, meta={"unet": str(unet), "epoch": epoch},
-                         **sset)  # fmt: skip
-    r2 = denoisers.pixel_r2(images, ref)
-    return {"unet": str(unet), "epoch": int(epoch), "weights": "ema",
+    """Per-image pixel r^2 of the denoiser's samples against a U-Net's from the same noise.
+
+    unet: a trained run or checkpoint (sampled here with the same settings and seed into
+    ``path``), or a samples.npz drawn by ``rulelib.diffusion.sample.sample`` with the same
+    sampler settings and seed (e.g. results/quick/B/samples.npz): image i of both then started
+    from the same x_T and saw the same step noise."""
+    if str(unet).endswith(".npz"):
+        ref, meta = sampler.load_samples(unet)
+        want = {"seed": seed, "noise_chunk": sampler.NOISE_CHUNK, **sset}
+        bad = {k: (meta.get(k), v) for k, v in want.items() if meta.get(k) != v}
+        if bad:
+            raise ValueError(f"{unet} was drawn with other settings {bad} (theirs, ours); the "
+                             "agreement needs the same sampler and noise")  # fmt: skip
+        epoch = meta.get("epoch")
+    else:
+        model, _, epoch = checkpoint.load_model(unet, weights="ema")
+        ref = sampler.sample(model, schedule, n, seed=seed, batch_size=bsz, out_path=path,
+                             progress=progress, meta={"unet": str(unet), "epoch": epoch},
+                             **sset)  # fmt: skip
+    m = min(len(ref), len(images))
+    r2 = denoisers.pixel_r2(images[:m], ref[:m])
+    return {"unet": str(unet), "epoch": epoch, "weights": "ema", "n": m,
             "r2_median": float(np.nanmedian(r2)), "r2_mean": float(np.nanmean(r2)),
             "r2_q25": float(np.nanquantile(r2, 0.25)),
             "r2_q75": float(np.nanquantile(r2, 0.75))}  # fmt: skip

@@ -13,7 +13,8 @@ from rulelib.diffusion.schedule import Schedule
 PAPER_EPOCHS = {"A": 400, "B": 800, "C": 1600, "D": 1000}
 
 # Keys that may change between a run and its resumption: they do not change what is computed
-# (epochs only extends the run; the rest are logging, placement and kernel choices).
+# (epochs only extends the run; the rest are logging, placement and kernel choices). A resumed
+# run keeps the levers its checkpoint records unless they are set here (rulelib.diffusion.train).
 RESUME_FREE_KEYS = frozenset(
     {"epochs", "device", "compile", "bf16", "channels_last", "ckpt_every", "log_every",
      "sample_weights"}
@@ -38,9 +39,11 @@ class TrainConfig:
     beta_start: float = 1e-4
     beta_end: float = 2e-2
     device: str = "auto"  # "auto": cuda if available, else cpu
-    bf16: bool | None = None  # None: on where it pays: CUDA, and CPUs with AMX (bf16_pays)
-    compile: bool | None = None  # None: on CUDA, and on CPU where it pays (compile_pays)
-    channels_last: bool | None = None  # None: on only on CUDA
+    # The speed levers; None: chosen per machine (rulelib.diffusion.levers.choose: timed on the
+    # machine for a long run, the rule for a short one); a value given here is kept.
+    bf16: bool | None = None
+    compile: bool | None = None
+    channels_last: bool | None = None
     log_every: int = 50  # steps between host reads of the loss
     sample_weights: str = "raw"  # which weights sampling uses by default: "raw" (paper) or "ema"
 

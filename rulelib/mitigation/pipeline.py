@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ from rulelib.mitigation import filtering
 from rulelib.mitigation import guidance as G
 from rulelib.mitigation.figures import contrastive_figure, filter_figure
 from rulelib.mitigation.settings import settings_for
-from rulelib.mitigation.tables import filter_table, markdown
+from rulelib.mitigation.tables import markdown
 
 
 def _say(msg: str, quiet: bool = False) -> None:

@@ -11,6 +11,8 @@ the checkpoints it has scored, samples resume chunk by chunk.
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 
 from rulelib.study import arms, evaluate
 
@@ -65,7 +67,10 @@ def runs_of(args) -> list[arms.ArmRun]:
     return [arms.size_run(args.task, s, images, args.seed) for s in args.sizes]
 
 
-def run(args) -> int:
+def run(args, command: str | None = None) -> int:
+    """Run the action (``command``, the command line as typed, is accepted for the main command
+    line's interface; each run folder records its own settings)."""
+    command = command or shlex.join(["python", "-m", "rulelib", "study", *sys.argv[1:]])
     limit = None if args.time_limit is None else 60.0 * args.time_limit
     if args.action == "train":
         for r in runs_of(args):
@@ -80,5 +85,5 @@ def run(args) -> int:
                                   progress=not args.quiet, time_limit_s=limit,
                                   raw_ddpm=args.raw_ddpm)  # fmt: skip
         return 0
-    evaluate.summarise(args.out, args.to or args.out)
+    evaluate.summarise(args.out, args.to or args.out, command=command)
     return 0

@@ -242,7 +242,7 @@ def _figure(rows, fitd, arm, task, path):
     return path
 
 
-def summarise(out, to) -> dict:
+def summarise(out, to, command: str | None = None) -> dict:
     """study.csv, study.json, fits.json and the figures from every run under ``out``."""
     entries = [e for rdir in sorted(Path(out).glob("*_*")) if (rdir / "eval").is_dir()
                for e in load_entries(rdir)]  # fmt: skip
@@ -256,7 +256,14 @@ def summarise(out, to) -> dict:
         w.writeheader()
         w.writerows(rows)
         atomic.write_text(to / "study.csv", buf.getvalue())
-    atomic.write_json(to / "study.json", {"rows": rows, "created": provenance.now_iso()})
+    atomic.write_json(to / "study.json", {
+        "rows": rows, "command": command, "created": provenance.now_iso(),
+        "machine": provenance.machine_info(), "git_commit": provenance.git_commit(),
+        "runs": {rdir.name: atomic.read_json(rdir / "study_run.json")
+                 for rdir in sorted(Path(out).glob("*_*")) if (rdir / "study_run.json").exists()},
+        "train_logs": {rdir.name: list(_train_log(rdir).values())
+                       for rdir in sorted(Path(out).glob("*_*"))},
+    })  # fmt: skip
     atomic.write_json(to / "fits.json", fitd)
     figs = []
     for arm in ("length", "size"):

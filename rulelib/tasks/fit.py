@@ -287,6 +287,50 @@ def explained(alpha, model):
     return 1.0 - ((alpha - model) ** 2).sum((1, 2)) / np.maximum(energy, 1e-9)
 
 
+def dilate1d(mask):
+    """Grow a (n, S) boolean mask by one cell on each side (as float)."""
+    out = mask.copy()
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    return out.astype(np.float64)
+
+
+def pole_shadow_init(a, core):
+    """Initial pole and shadow rectangles (n, 2, 6) from their union (y-up maps).
+
+    The union's bottom edge is the shadow's, its top edge the pole's; the ground (pole bottom,
+    shadow top) starts at the bottom edge plus the paper's shadow thickness 0.08 W (an initial
+    guess only).  Columns are taken from the rows above / below the ground.
+    """
+    n = len(a)
+    Q = a.sum(2)
+    has = core.any(2)  # (n, S) y-cells with core pixels
+    bottom = has.argmax(1)
+    top = SIZE - 1 - has[:, ::-1].argmax(1)
+    cells = np.arange(SIZE)[None, :]
+    yb, _, _ = edges_init(np.where(cells <= bottom[:, None] + 1, Q, 0.0))  # pure shadow cells
+    g = np.minimum(yb + 0.08 * SIZE, top - 0.5)
+    _, yt, _ = edges_init(np.where(cells >= np.ceil(g)[:, None] + 1, Q, 0.0))
+    rows = np.arange(SIZE)[None, :, None]
+    upper = (rows >= np.ceil(g)[:, None, None] + 1) & core
+    lower = (rows <= np.floor(g)[:, None, None] - 1) & core
+    colmask_u = upper.any(1)  # columns of the pole
+    colmask_l = lower.any(1)
+    Pu = np.where(rows >= np.ceil(g)[:, None, None] + 1, a, 0.0).sum(1) * dilate1d(colmask_u)
+    Pl = np.where(rows <= np.floor(g)[:, None, None] - 1, a, 0.0).sum(1) * dilate1d(colmask_l)
+    px0, px1, _ = edges_init(Pu)
+    sx0, sx1, _ = edges_init(Pl)
+    mid = np.clip(np.floor(0.5 * (g + yt)).astype(int), 0, SIZE - 1)
+    smid = np.clip(np.floor(0.5 * (yb + g)).astype(int), 0, SIZE - 1)
+    rows_i = np.arange(n)
+    mp = Q[rows_i, mid] / np.maximum(px1 - px0, 0.5)
+    ms = Q[rows_i, smid] / np.maximum(sx1 - sx0, 0.5)
+    sig = np.full(n, 0.1)
+    pole = np.stack([px0, px1, g, yt, np.clip(mp, 0.2, 3.0), sig], 1)
+    shadow = np.stack([sx0, sx1, yb, g, np.clip(ms, 0.2, 3.0), sig], 1)
+    return np.stack([pole, shadow], 1)
+
+
 # ----------------------------------------------------------------------------------------------
 # Uncertainty
 

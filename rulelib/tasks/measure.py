@@ -9,8 +9,8 @@ over the batch (segmentation in ``rulelib.tasks.segment``, fits in ``rulelib.tas
 1. **Ink and background.**  ink = background - pixel per channel, the background level estimated
    per image and channel (a colour drift g p + o keeps the ink linear in the coverage); noise
    clipped at white is un-biased (``segment.background``).
-2. **Segmentation by colour.**  Pixels with ink >= STRONG are classed by hue and chroma ratio
-   (blending with white keeps both); the largest 8-connected component of each expected colour
+2. **Segmentation by colour.**  Pixels with ink >= STRONG (or 4 noise std, in noisy images) are
+   classed by hue and chroma ratio (blending with white keeps both); the largest 8-connected component of each expected colour
    is the object's core; a second sizeable one (a duplicated or split object) is rejected.
 3. **Un-blending.**  The object's ink direction is the mean ink over its most strongly inked core
    pixels; each pixel of its support (core dilated by 1 px) gets the coverage
@@ -49,13 +49,12 @@ from rulelib.tasks.fit import (  # noqa: F401  (box_profile, disk_profiles: publ
     fit_disk,
     fit_rect,
     fit_rects,
+    pole_shadow_init,
     rect_covariance,
     se_of,
 )
 from rulelib.tasks.segment import (
-    STRONG,
     dilate,
-    dilate1d,
     find_object,
     ink_and_classes,
     largest_component,
@@ -65,6 +64,7 @@ from rulelib.tasks.segment import (
 SIZE = render.SIZE
 MIN_CORE_PIXELS = 2  # an object's core has at least this many pixels
 EXTRA_BLOB_PIXELS = 4  # a second component of an object's colour this large: not measurable
+A_EXTRA_BLOB_PIXELS = 2  # task A: a second non-yellow component this large, absolute
 MIN_EXPLAINED = 0.7  # fraction of the coverage map's energy a fitted shape must explain
 DEPTH_RANGE = (0.6, 3.0)  # plausible depth factor m (> 1: a thin blurred object has no full pixel)
 # An object is rejected when its residual energy exceeds ALT_RATIO times that of the other shape.
@@ -133,7 +133,7 @@ def extract(images, spec, *, grow: int = 1, reasons: dict | None = None, nan: bo
         rhs = np.einsum("mkc,mc->mk", Dm, ink[ni, hi, wi].astype(np.float64))
         alpha[ni, :, hi, wi] = np.linalg.solve(G, rhs[..., None])[..., 0] * act
     # unexplained strong ink: object pixels outside every support
-    outside = (strength >= STRONG) & ~sup.any(1)
+    outside = classes["strong"] & ~sup.any(1)
     check("unexplained ink", outside.sum((1, 2)) <= 3)
     fits = {}
     for shape in {s for _, _, s in spec} - {"rect", "disk"}:
@@ -335,17 +335,17 @@ def measure_light_shadow(images, reasons: dict | None = None):
     S, sun_resid = disk_covariance(yup.sum(1), yup.sum(2), sun)
     check("sun: depth", (sun["m"] >= DEPTH_RANGE[0]) & (sun["m"] <= DEPTH_RANGE[1]))
     # pole + shadow: the largest non-yellow component, as channel-summed ink minus the sun's model
-    other = (strength >= STRONG) & ~classes["yellow"] & ~sup
+    other = classes["strong"] & ~classes["yellow"] & ~sup
     ucore, u1, u2 = largest_component(other, strength)
     check("pole/shadow: not found", u1 >= 2 * MIN_CORE_PIXELS)
     # absolute, not relative: a copy of a short shadow alone is a few pixels, far smaller than
-    # the pole and shadow together (noise at STRONG, 4 std, seldom makes 2 touching pixels)
-    check("pole/shadow: extra blob", u2 < MIN_CORE_PIXELS)
+    # the pole and shadow together (noise at >= 4 std seldom makes 2 touching pixels)
+    check("pole/shadow: extra blob", u2 < A_EXTRA_BLOB_PIXELS)
     usup = dilate(ucore, 2)
-    check("unexplained ink", ((strength >= STRONG) & ~sup & ~usup).sum((1, 2)) <= 3)
+    check("unexplained ink", (classes["strong"] & ~sup & ~usup).sum((1, 2)) <= 3)
     ink_sum = ink.sum(-1) - (sun["m"] * d.sum(1))[:, None, None] * sun_cov
     a = np.where(usup, ink_sum, 0.0)
-    th0 = _pole_shadow_init(a[:, ::-1, :], ucore[:, ::-1, :])
+    th0 = pole_shadow_init(a[:, ::-1, :], ucore[:, ::-1, :])
     yup = a[:, ::-1, :]
     split = np.clip(np.rint(th0[:, 0, 2]), 1, SIZE - 1).astype(int)  # near the ground line
     low = np.arange(SIZE)[None, :, None] < split[:, None, None]
@@ -399,42 +399,6 @@ def measure_light_shadow(images, reasons: dict | None = None):
     }
     feats.update(_uncertainty(se, np.maximum(sun_resid, ps_resid)))
     return _nan_where(feats, ok), ok
-
-
-def _pole_shadow_init(a, core):
-    """Initial pole and shadow rectangles (n, 2, 6) from their union (y-up maps).
-
-    The union's bottom edge is the shadow's, its top edge the pole's; the ground (pole bottom,
-    shadow top) starts at the bottom edge plus the paper's shadow thickness 0.08 W (an initial
-    guess only).  Columns are taken from the rows above / below the ground.
-    """
-    n = len(a)
-    Q = a.sum(2)
-    has = core.any(2)  # (n, S) y-cells with core pixels
-    bottom = has.argmax(1)
-    top = SIZE - 1 - has[:, ::-1].argmax(1)
-    cells = np.arange(SIZE)[None, :]
-    yb, _, _ = edges_init(np.where(cells <= bottom[:, None] + 1, Q, 0.0))  # pure shadow cells
-    g = np.minimum(yb + 0.08 * SIZE, top - 0.5)
-    _, yt, _ = edges_init(np.where(cells >= np.ceil(g)[:, None] + 1, Q, 0.0))
-    rows = np.arange(SIZE)[None, :, None]
-    upper = (rows >= np.ceil(g)[:, None, None] + 1) & core
-    lower = (rows <= np.floor(g)[:, None, None] - 1) & core
-    colmask_u = upper.any(1)  # columns of the pole
-    colmask_l = lower.any(1)
-    Pu = np.where(rows >= np.ceil(g)[:, None, None] + 1, a, 0.0).sum(1) * dilate1d(colmask_u)
-    Pl = np.where(rows <= np.floor(g)[:, None, None] - 1, a, 0.0).sum(1) * dilate1d(colmask_l)
-    px0, px1, _ = edges_init(Pu)
-    sx0, sx1, _ = edges_init(Pl)
-    mid = np.clip(np.floor(0.5 * (g + yt)).astype(int), 0, SIZE - 1)
-    smid = np.clip(np.floor(0.5 * (yb + g)).astype(int), 0, SIZE - 1)
-    rows_i = np.arange(n)
-    mp = Q[rows_i, mid] / np.maximum(px1 - px0, 0.5)
-    ms = Q[rows_i, smid] / np.maximum(sx1 - sx0, 0.5)
-    sig = np.full(n, 0.1)
-    pole = np.stack([px0, px1, g, yt, np.clip(mp, 0.2, 3.0), sig], 1)
-    shadow = np.stack([sx0, sx1, yb, g, np.clip(ms, 0.2, 3.0), sig], 1)
-    return np.stack([pole, shadow], 1)
 
 
 @chunked

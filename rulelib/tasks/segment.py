@@ -22,6 +22,7 @@ _SQRT2PI = np.sqrt(2.0 * np.pi)
 
 # Segmentation thresholds (0-1 ink scale).
 STRONG = 0.2  # ink above this (after background removal) is an object pixel, 4 noise std of 0.05
+NOISE_Z = 3.5  # object pixels lie this many noise std above the background at least
 GREY_RHO = 0.22  # chroma ratio below this is the dark grey box (blue/green >= 0.21, grey <= 0.23)
 HUE_RANGES = {"yellow": (-45.0, 100.0), "blue": (140.0, 330.0)}  # drift-tolerant hue sectors
 
@@ -93,34 +94,45 @@ def _unclip(ink, bg):
 
 
 def background(ink):
-    """Remove the background from ink planes (3, n, H, W): returns (ink, level (3, n)).
+    """Remove the background from ink planes (3, n, H, W): returns (ink, level (3, n), noise (n,)).
 
     Generated images drift in colour: a per-channel gain g and offset o turn a pixel p into
     g p + o, so the background reads g + o instead of white and an object's ink becomes
     g (1 - colour) scaled by its coverage, still linear in the coverage (the fits' depth
-    factor absorbs g).  The level is the mean ink of the pixels within 0.15 of the per-channel
+    factor absorbs g).  The background pixels are those within a window of the per-channel
     median in every channel (objects cover well under half of every scene, so the median is
-    background).  A channel whose background sits at white (over 20 % of those pixels exactly 0)
-    is clipped: its level stays 0 and the clipping bias of its noise is removed (``_unclip``).
+    background); the window is 0.15, or 3 noise std where the median absolute deviation says the
+    noise std exceeds 0.08.  The level is their mean ink, the noise their standard deviation.  A channel
+    whose background sits at white (over 20 % of those pixels exactly 0) is clipped: its level
+    stays 0, its noise std follows from its mean ink s phi(0) and the clipping bias of its noise
+    is removed (``_unclip``).  ``noise``: the largest per-channel noise std, which sets the
+    threshold of an object pixel (``ink_and_classes``).
     """
     n = ink.shape[1]
     # the median of every third pixel (341 of 1024; a third of the cost) is as good a start
-    med = np.median(ink.reshape(3, n, -1)[:, :, ::3], axis=2)  # (3, n)
-    near = (np.abs(ink - med[:, :, None, None]) < 0.15).all(0).astype(ink.dtype)  # (n, H, W)
+    sub = ink.reshape(3, n, -1)[:, :, ::3]
+    med = np.median(sub, axis=2)  # (3, n)
+    # 1.4826 MAD estimates the noise std; objects inflate it (up to 1.6x), so it only widens the
+    # window where it exceeds 0.08 (noise std above 0.05, beyond which 0.15 would truncate it)
+    sigma0 = 1.4826 * np.median(np.abs(sub - med[:, :, None]), axis=2).max(0)  # (n,)
+    win = np.where(sigma0 > 0.08, 3 * sigma0, 0.15).astype(ink.dtype)
+    near = (np.abs(ink - med[:, :, None, None]) < win[:, None, None]).all(0).astype(ink.dtype)
     cnt = np.maximum(near.sum((1, 2)), 1)
     level = np.einsum("cnhw,nhw->cn", ink, near) / cnt  # (3, n), one pass, no temporaries
-    zero = (
-        np.einsum("cnhw,nhw->cn", (ink <= 0).view(np.uint8), near.astype(np.uint8), dtype=np.int64)
-        / cnt
+    var = np.maximum(np.einsum("cnhw,cnhw,nhw->cn", ink, ink, near) / cnt - level * level, 0.0)
+    zero = np.einsum(
+        "cnhw,nhw->cn", (ink <= 0).view(np.uint8), near.astype(np.uint8), dtype=np.int64
     )
-    clipped = zero > 0.2
+    clipped = zero / cnt > 0.2
     ink = ink - np.where(clipped, 0.0, level).astype(ink.dtype)[:, :, None, None]
     ink = _unclip(ink, np.where(clipped, level, 0.0))
-    return ink, np.where(clipped, 0.0, level)
+    noise = np.where(clipped, level / 0.3989, np.sqrt(var)).max(0)
+    return ink, np.where(clipped, 0.0, level), noise
 
 
 def ink_and_classes(img: np.ndarray, with_grey: bool = True):
-    """Background-corrected ink planes (3, n, H, W), strength (n, H, W) and colour-class masks.
+    """Background-corrected ink planes (3, n, H, W), strength (n, H, W) and colour-class masks;
+    classes["strong"] marks the object pixels of every colour.
 
     ``with_grey``: whether the scene has a dark grey object.  If not, every chromatic enough pixel
     (rho >= 0.08) is classed by hue alone, so that low-saturation blues are never taken for grey.
@@ -128,11 +140,13 @@ def ink_and_classes(img: np.ndarray, with_grey: bool = True):
     rho values of the strongly inked, non-yellow pixels (1-D 2-means), falling back to GREY_RHO.
     """
     ink = 1.0 - np.moveaxis(img, -1, 0)  # (3, n, H, W): channel planes are contiguous and fast
-    ink, _ = background(ink)
+    ink, _, noise = background(ink)
     r, g, b = ink[0], ink[1], ink[2]
     mx = np.maximum(np.maximum(r, g), b)
     mn = np.minimum(np.minimum(r, g), b)
-    strong = mx >= STRONG
+    # an object pixel: ink above STRONG, or above NOISE_Z noise std in noisier images (at a fixed
+    # threshold, noise above 0.05 would scatter "object pixels" over the background)
+    strong = mx >= np.maximum(STRONG, NOISE_Z * noise)[:, None, None].astype(mx.dtype)
     # colour of the strongly inked pixels only (a small share of the canvas)
     at = np.nonzero(strong)
     rs, gs, bs, mxs, mns = r[at], g[at], b[at], mx[at], mn[at]
@@ -178,6 +192,7 @@ def ink_and_classes(img: np.ndarray, with_grey: bool = True):
         chromatic = rho_s >= 0.08
         classes["grey"] = np.zeros_like(strong)
     classes["blue"] = scatter(chromatic & blue_hue)
+    classes["strong"] = strong
     return np.moveaxis(ink, 0, -1), mx, classes
 
 
@@ -236,11 +251,3 @@ def find_object(mask, ink, strength, grow: int):
     cnt = np.maximum(full.sum((1, 2)), 1)
     d = np.einsum("nhwc,nhw->nc", ink, full.astype(ink.dtype)) / cnt[:, None]
     return core, s1, s2, d, dilate(core, grow)
-
-
-def dilate1d(mask):
-    """Grow a (n, S) boolean mask by one cell on each side (as float)."""
-    out = mask.copy()
-    out[:, 1:] |= mask[:, :-1]
-    out[:, :-1] |= mask[:, 1:]
-    return out.astype(np.float64)
