@@ -261,7 +261,7 @@ def project_paper_protocol(train_rate, sample_rate, preset="paper"):
     total = 0.0
     print(f"projected paper protocol at {train_rate:.0f} img/s training, "
           f"{sample_rate:.0f} image-steps/s sampling:")  # fmt: skip
-    for name in profiles.TASK_NAMES:
+    for name in ("A", "B", "C", "D"):  # the paper's four tasks
         images = prof.epochs_for(name) * (prof.train_size_for(name) or tasks.get(name).train_size)
         s = prof.sampling(name)
         n_samples = s.n + (prof.ckpt_count - 1) * (s.sweep_n or 0)  # main + earlier checkpoints

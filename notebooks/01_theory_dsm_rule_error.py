@@ -379,9 +379,9 @@ assert min(r["R"]["ci"][1] for r in R_aff_k) > 0.9 * closed_q  # never below it 
 # on the whole input** (2 hidden layers of 32 SiLU units, EDM preconditioning, Adam on n points
 # with fresh noise each step; `rulelib.theory.network`), R against n and against training steps.
 #
-# The image tasks' model-class table (the Gaussian and local machines on the task images,
-# issue 12) has not landed in this repository yet, so the comparison here stays on the
-# two-patch model.
+# The image tasks' model-class table (the empirical, Gaussian and local machines on the task
+# images, issue 12; notebook 05 and `results/analytic/`) has not landed yet — it is being built —
+# so the comparison here stays on the two-patch model.
 
 # %%
 grid_c = th.time_grid(30, t_min=1e-3, t_max=6.0)
@@ -571,7 +571,7 @@ assert max(R_by_n) < 3 * min(R_by_n)  # flat in n at a fixed number of steps
 # U-Net mixes the two mechanisms — local convolutions (patch-local-like at the scale of the
 # objects) with a few global layers — so in this model its fine-rule error would be set by how
 # much of the objects' relation the global part represents, not by DSM; which class it resembles
-# on the task images is for the model-class table of issue 12.
+# on the task images is for the model-class table of issue 12 (notebook 05) to say.
 #
 # ## 6 · The weak signal, as a sample size
 #

@@ -73,7 +73,7 @@ TEST = test_size()
 SEED = 0
 N_TRAIN = 256 if TEST else 2000  # training images measured per task (the ceiling)
 N_FIT = 64 if TEST else 512  # of which the DDPM trains on the first N_FIT
-EPOCHS = 2 if TEST else 6  # short runs: the figure shows the start of training, not convergence
+EPOCHS = 2 if TEST else 4  # short runs: the figure shows the start of training, not convergence
 PRESET = "tiny"  # the smallest U-Net: this notebook runs on a shared 2-core CPU
 N_GEN = 8 if TEST else 64  # samples per checkpoint
 STEPS = 4 if TEST else 20  # DDIM steps (eta = 1)
@@ -159,7 +159,7 @@ def run_task(name):
         seed=SEED,
         ema_decay=0.99,
         ema_start=20,
-        ckpt_every=max(1, EPOCHS // 3),
+        ckpt_every=max(1, EPOCHS // 2),
         device="cpu",
         sample_weights="ema",
     )
@@ -203,38 +203,59 @@ for name in ("pairs", "mirror"):
 
 
 # %%
-def metric_panel(ax, rows, key, label, train_value, train_ci, source):
-    """A share against epoch with its CI (measurable samples only) and the training ceiling."""
+def _series(rows, get):
+    """Values and CI error bars (NaN where undefined) of one metric across checkpoints."""
+    val = np.array([np.nan if get(r)["value"] is None else get(r)["value"] for r in rows])
+    ci = np.array([get(r)["ci"] or [np.nan, np.nan] for r in rows], dtype=float)
+    return val, [val - ci[:, 0], ci[:, 1] - val]
+
+
+def metric_panel(ax, rows, key, label, train_rep, source):
+    """The fine-rule share of the measurable samples and the measurable share of all samples,
+    against epoch (95 % CIs), beside the training images' ceiling."""
     ep = [r["epoch"] for r in rows]
-    val = [r[source][key]["value"] for r in rows]
-    lo = [(r[source][key]["ci"] or [np.nan, np.nan])[0] for r in rows]
-    hi = [(r[source][key]["ci"] or [np.nan, np.nan])[1] for r in rows]
-    val = [np.nan if v is None else v for v in val]
+    val, err = _series(rows, lambda r: r[source][key])
+    ax.errorbar(ep, val, yerr=err, fmt="o-", capsize=3, label=f"generated: {label}")
+    mval, merr = _series(rows, lambda r: r["rule"]["measurable_rate"])
     ax.errorbar(
         ep,
-        val,
-        yerr=[np.subtract(val, lo), np.subtract(hi, val)],
-        fmt="o-",
+        mval,
+        yerr=merr,
+        fmt="s--",
         capsize=3,
-        label=f"generated: {label}",
+        color="tab:grey",
+        label="generated: measurable share (of all)",
     )
-    ax.axhspan(*train_ci, color="tab:green", alpha=0.2)
-    ax.axhline(train_value, color="tab:green", label="training images (ceiling)")
+    ax.axhspan(*train_rep[key]["ci"], color="tab:green", alpha=0.2)
+    ax.axhline(train_rep[key]["value"], color="tab:green", label=f"training images: {label}")
+    if np.isnan(val).all():
+        ax.text(
+            0.5,
+            0.5,
+            "no generated sample measurable yet",
+            transform=ax.transAxes,
+            ha="center",
+            fontsize=8,
+        )
     meas = ", ".join(f"{r['rule']['n_measurable']}/{r['rule']['n']}" for r in rows)
     ax.set_xlabel(f"epoch (measurable samples: {meas})")
+    ax.set_xlim(0, max(ep) + 1)
     ax.set_ylim(-0.05, 1.05)
-    ax.legend(fontsize=7, loc="center right")
+    ax.set_ylabel("share (95 % CI)")
+    ax.legend(fontsize=7, loc="center left")
 
 
 def figure(name, key, label, train_rep, source, title):
     rows, gen = results[name]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [1, 1.3]})
-    axes[0].imshow(report.image_grid(gen[:32]))
-    axes[0].set_title(f"samples, epoch {rows[-1]['epoch']}", fontsize=9)
-    axes[0].axis("off")
-    tv = train_rep[key]
-    metric_panel(axes[1], rows, key, label, tv["value"], tv["ci"], source)
-    axes[1].set_ylabel("share of measurable images (95 % CI)")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 1, 1.4]})
+    for ax, imgs, what in (
+        (axes[0], train[name][0], "training images"),
+        (axes[1], gen, f"samples, epoch {rows[-1]['epoch']}"),
+    ):
+        ax.imshow(report.image_grid(imgs[:16], ncol=4))
+        ax.set_title(what, fontsize=9)
+        ax.axis("off")
+    metric_panel(axes[2], rows, key, label, train_rep, source)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     plt.show()

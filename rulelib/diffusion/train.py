@@ -3,7 +3,7 @@
 Paper settings (paper.md section 4): AdamW at lr 3e-4 constant, batch 16, seed 0, fp32, epochs
 400 / 800 / 1600 / 1000 for tasks A-D; an EMA of the weights (decay 0.995, starting after 2000
 steps) is kept beside the raw weights, and samples come from the raw weights. (The paper trained
-in fp32; pass bf16=False for that, the default autocasts to bf16 where that pays, see below.)
+in fp32; pass bf16=False for that; by default bf16 is used only where it pays, see below.)
 
 Speed (what the loop does and why):
 - the whole training set lives on the device as one float tensor: 4000 images of 32x32x3 are

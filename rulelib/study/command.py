@@ -83,7 +83,7 @@ def run(args, command: str | None = None) -> int:
         for r in runs_of(args):
             evaluate.evaluate_run(args.out, r, n=args.n, device=args.device,
                                   progress=not args.quiet, time_limit_s=limit,
-                                  raw_ddpm=args.raw_ddpm)  # fmt: skip
+                                  raw_ddpm=args.raw_ddpm, epochs=args.epochs)  # fmt: skip
         return 0
     evaluate.summarise(args.out, args.to or args.out, command=command)
     return 0

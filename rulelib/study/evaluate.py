@@ -106,8 +106,9 @@ def score_checkpoint(run: arms.ArmRun, rdir: Path, epoch: int, ckpt: Path, *, n:
 
 
 def evaluate_run(out, run: arms.ArmRun, *, n=256, device="cpu", progress=True,
-                 time_limit_s=None, raw_ddpm=False) -> list[dict]:  # fmt: skip
-    """Score each trained checkpoint of ``run`` not scored yet; returns every entry so far."""
+                 time_limit_s=None, raw_ddpm=False, epochs=None) -> list[dict]:  # fmt: skip
+    """Score each trained checkpoint of ``run`` not scored yet (only ``epochs`` when given, so
+    that two processes can share the checkpoints); returns every entry so far."""
     rdir = arms.run_dir(out, run)
     ckpts = dict(checkpoint.list_checkpoints(rdir))
     (rdir / "eval").mkdir(parents=True, exist_ok=True)
@@ -115,7 +116,7 @@ def evaluate_run(out, run: arms.ArmRun, *, n=256, device="cpu", progress=True,
     t0 = time.time()
     for epoch in run.epochs:
         f = rdir / "eval" / f"epoch_{epoch:06d}.json"
-        if epoch not in ckpts or f.exists():
+        if epoch not in ckpts or f.exists() or (epochs is not None and epoch not in epochs):
             continue
         e = score_checkpoint(run, rdir, epoch, ckpts[epoch], n=n, train_images=train_images,
                              device=device, progress=progress)  # fmt: skip
