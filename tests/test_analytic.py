@@ -1,5 +1,6 @@
 """Closed-form denoisers (rulelib.analytic): each against an independent computation."""
 
+import argparse
 import json
 
 import numpy as np
@@ -8,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from rulelib import tasks
+from rulelib.analytic import command, draw
 from rulelib.analytic import denoisers as dn
-from rulelib.analytic import draw
 from rulelib.diffusion import sample as sampler
 from rulelib.diffusion.schedule import Schedule
 from rulelib.metrics import memorisation as mm
@@ -174,3 +175,12 @@ def test_agreement_with_samples_from_the_same_noise(tmp_path):
     with pytest.raises(ValueError, match="other settings"):
         draw.draw("B", "empirical", 16, tmp_path / "c", steps=12, n_boot=0, progress=False,
                   command="t", unet=ref)  # fmt: skip
+
+
+def test_command_line_refuses_bad_values():
+    p = argparse.ArgumentParser()
+    command.add_arguments(p)
+    with pytest.raises(SystemExit):
+        p.parse_args(["--denoiser", "nearest"])
+    with pytest.raises(SystemExit, match="--n"):
+        command.run(p.parse_args(["--n", "0"]))

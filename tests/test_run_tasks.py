@@ -178,16 +178,9 @@ def _code_only(source: str) -> list[str]:
     ]
 
 
-def test_docstring_example_is_the_task_the_tests_run(registry):
-    """The two-bar task that rulelib.tasks teaches is the code the end-to-end test runs (so the
-    docstring cannot rot), apart from the example's last line, which draws from it."""
-    example = _docstring_example()
-    assert example.splitlines()[-1].startswith('images, truth = tasks.get("E").sample(')
-    fixture = _code_only(TWO_BARS.read_text())
-    assert _code_only("\n".join(example.splitlines()[:-1])) == fixture
-    namespace = {}
-    exec(compile(example, "rulelib.tasks docstring", "exec"), namespace)  # noqa: S102
-    feats, ok = tasks.get("E").measure(namespace["images"])
-    assert ok.mean() == 1.0
-    ratio = feats["h2"] / feats["h1"]
-    assert abs(float(ratio.mean()) - 2.0) < 0.01, ratio.mean()
+def test_docstring_example_is_the_task_the_tests_run():
+    """The two-bar task that rulelib.tasks teaches (tests/test_tasks.py runs the example itself) is
+    the code the end-to-end test runs, so neither can drift from the other."""
+    example = _docstring_example().splitlines()
+    assert example[-1].startswith('images, truth = tasks.get("E").sample(')
+    assert _code_only("\n".join(example[:-1])) == _code_only(TWO_BARS.read_text())

@@ -1,5 +1,6 @@
 """The study (rulelib.study): checkpoint schedules, the plateau fit, resumable arms end to end."""
 
+import argparse
 import dataclasses
 import json
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from rulelib.run import profiles
-from rulelib.study import arms, evaluate
+from rulelib.study import arms, command, evaluate
 from rulelib.study.fit import fit_plateau, plateau, se_from_ci
 
 X = np.array(arms.length_run("B").to_dict()["images_at"], dtype=float)  # 8 000 ... 512 000
@@ -97,3 +98,14 @@ def test_size_run_trains_resumes_and_is_scored(tmp_path, monkeypatch):
     out = evaluate.summarise(tmp_path, tmp_path / "summary")
     assert len(out["rows"]) == 2 and (tmp_path / "summary" / "study.csv").exists()
     assert (tmp_path / "summary" / "size_B.png").exists()
+
+
+def test_command_line_builds_the_runs():
+    p = argparse.ArgumentParser()
+    command.add_arguments(p)
+    a = p.parse_args(["evaluate", "--arm", "size", "--sizes", "250", "fresh", "--epochs", "4"])
+    assert [r.name for r in command.runs_of(a)] == ["size_B_250", "size_B_fresh"]
+    assert a.epochs == [4]
+    a = p.parse_args(["train", "--task", "C", "--images", "256000"])
+    (r,) = command.runs_of(a)
+    assert r.name == "length_C" and r.to_dict()["images_at"][-1] == 256_000

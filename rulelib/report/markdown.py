@@ -94,7 +94,7 @@ def task_markdown(
             f"profile's {cfg['epochs']} (training was stopped early, e.g. by --time-limit)"
         )
     trainer = entry.get("trainer")
-    if trainer:  # rulelib.cli.stage_train's train_summary.json
+    if trainer:  # the trainer's train_summary.json (rulelib.run.stages.train)
         rate = trainer.get("images_per_s_steady")
         lines.append(
             f"- trainer: {trainer.get('precision')} on {trainer.get('device')}, "
@@ -105,6 +105,14 @@ def task_markdown(
     if timings:
         lines.append(
             "- wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items() if v)
+        )
+    gen = entry.get("generated", {})
+    rejections = gen.get("rejections") or {}
+    if rejections:  # why generated images were unmeasurable: the selection behind every metric
+        lines.append(
+            f"- {gen.get('n', 0) - gen.get('n_measurable', 0)} of {gen.get('n')} generated images "
+            "unmeasurable; checks failed: "
+            + ", ".join(f"{check} {count}" for check, count in rejections.items())
         )
     lines.append("")
     if tables:

@@ -162,14 +162,16 @@ def evaluate_images(
     task = tasks.get(task_name)
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    feats, ok = task.measure(images.check_images(imgs))
+    feats, ok, reasons = task.measure_with_reasons(images.check_images(imgs))
     if train is None:
         train = task.measure(task.dataset(seed)[0])
     entry = {
         "task": task_name,
         "title": getattr(task, "title", ""),
         **(extra or {}),
-        "generated": metrics.rule_report(task, feats, ok, n_boot=n_boot, seed=seed),
+        "generated": metrics.rule_report(
+            task, feats, ok, n_boot=n_boot, seed=seed, reasons=reasons
+        ),
         "train": metrics.rule_report(task, *train, n_boot=n_boot, seed=seed),
     }
     title = f"Task {task_name} ({entry['title']}): training vs generated"

@@ -56,7 +56,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="evaluate: also the paper's raw weights + DDPM-1000 at the last checkpoint",
     )
-    p.add_argument("--quiet", action="store_true")  # fmt: skip
+    p.add_argument(
+        "--epochs",
+        type=int,
+        nargs="+",
+        default=None,
+        help="evaluate: only these checkpoint epochs (default: every trained one)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def runs_of(args) -> list[arms.ArmRun]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
 from pathlib import Path
 
@@ -72,6 +73,16 @@ class RuleTask:
         ``reasons``: an optional dict that receives, per failed check, the images that failed it.
         """
         raise NotImplementedError
+
+    def measure_with_reasons(self, images: np.ndarray) -> tuple[dict, np.ndarray, dict]:
+        """``measure`` plus the reasons of every rejection ({check: (n,) bool failed}); a task
+        whose ``measure`` takes no ``reasons`` (a user's own, say) gives an empty dict."""
+        reasons: dict = {}
+        if "reasons" in inspect.signature(self.measure).parameters:
+            features, ok = self.measure(images, reasons)
+        else:
+            features, ok = self.measure(images)
+        return features, ok, reasons
 
     def rule_xy(self, features: dict) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError

@@ -10,8 +10,9 @@ over the batch (segmentation in ``rulelib.tasks.segment``, fits in ``rulelib.tas
    per image and channel (a colour drift g p + o keeps the ink linear in the coverage); noise
    clipped at white is un-biased (``segment.background``).
 2. **Segmentation by colour.**  Pixels with ink >= STRONG (or 4 noise std, in noisy images) are
-   classed by hue and chroma ratio (blending with white keeps both); the largest 8-connected component of each expected colour
-   is the object's core; a second sizeable one (a duplicated or split object) is rejected.
+   classed by hue and chroma ratio (blending with white keeps both); the largest 8-connected
+   component of each expected colour is the object's core; a second sizeable one (a duplicated
+   or split object) is rejected.
 3. **Un-blending.**  The object's ink direction is the mean ink over its most strongly inked core
    pixels; each pixel of its support (core dilated by 1 px) gets the coverage
    alpha = <ink, d_k> / |d_k|^2 (ridge least squares where supports overlap).  Task A's pole and
@@ -95,7 +96,9 @@ def extract(images, spec, *, grow: int = 1, reasons: dict | None = None, nan: bo
 
     spec: list of (name, colour class "yellow" | "blue" | "grey", shape "rect" | "disk").
     Returns (fits, ok): fits[name] is a dict of (n,) arrays in pixels with y up (rect: x0, x1, y0,
-    y1, m, sigma; disk: cx, cy, r, m; plus "explained"), NaN where not ok; ok is (n,) bool.
+    y1, m, sigma; disk: cx, cy, r, m; plus "explained", "alt_explained" (by the other shape, NaN
+    where not fitted), "resid" (RMS profile residual) and "cov" (n, 4, 4) over x0, x1, y0, y1 /
+    (n, 3, 3) over cx, cy, r), NaN where not ok; ok is (n,) bool.
     ``reasons``: pass a dict to receive, per failed check, the (n,) bool array of images it failed.
     """
     reasons = {} if reasons is None else reasons
