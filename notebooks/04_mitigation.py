@@ -84,9 +84,11 @@ from rulelib.mitigation import guidance as G
 from rulelib.mitigation import pipeline as mitigation
 from rulelib.mitigation import tables as mitigation_tables
 from rulelib.notebook import stamp, test_size
+from rulelib.run import stages
 
 TEST_SIZE = test_size()  # the test command runs this notebook small; a reader sees full size
 t0 = time.time()
+PAPER_TASKS = stages.paper_tasks()  # the paper's mitigation is on tasks A-D
 
 torch.set_num_threads(1)  # small networks: one thread is faster than two on 2 cores
 ROOT = Path(rulelib.__file__).resolve().parents[1]
@@ -105,7 +107,7 @@ ROOT = Path(rulelib.__file__).resolve().parents[1]
 # %%
 N_SHOW = 300 if TEST_SIZE else 1500
 rows = []
-for name in tasks.names():
+for name in PAPER_TASKS:
     task = tasks.get(name)
     imgs, labels, truth = CD.make_contrastive(task, N_SHOW, seed=0)
     mitigation_figures.contrastive_figure(task, imgs, labels, per_class=8)
@@ -142,7 +144,7 @@ def find_runs():
     """Task folders with a finished mitigation: a fresh run first, then committed results."""
     found = {}
     for base in [ROOT / "runs" / "reproduce", *sorted((ROOT / "results").glob("*"))]:
-        for name in tasks.names():
+        for name in PAPER_TASKS:
             f = base / name / "mitigation" / "mitigation.json"
             if name not in found and f.exists():
                 found[name] = f
@@ -155,7 +157,7 @@ print("mitigation results found:", {k: str(v.relative_to(ROOT)) for k, v in RUNS
 # %%
 accuracies = {}
 n_clf, epochs = (300, 1) if TEST_SIZE else (3000, 8)
-for name in tasks.names():
+for name in PAPER_TASKS:
     if name in RUNS:
         accuracies[name] = atomic.read_json(RUNS[name])["accuracy"]
         continue

@@ -40,11 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rulelib import report, tasks
+from rulelib.analytic import command as analytic_command
 from rulelib.mitigation import guidance, networks
 from rulelib.run import folder, mitigate, profiles, stages
 from rulelib.run.folder import RunError, RunSettings, run_identity  # noqa: F401  (public names)
 from rulelib.run.images import load_images  # noqa: F401  (public: notebooks call cli.load_images)
 from rulelib.run.stages import parse_tasks, reproduce  # noqa: F401  (public: cli.reproduce)
+from rulelib.study import command as study_command
+from rulelib.tasks import mirror, pairs
 
 # --------------------------------------------------------------------------------------------------
 # Argument types and shared options
@@ -102,6 +105,18 @@ def _run_options(p: argparse.ArgumentParser, *, out_default="runs/reproduce") ->
         metavar="FILE_OR_MODULE",
         help="a Python file or importable module that registers tasks of your own "
         "(rulelib.tasks.register); loaded before --task is read; may be repeated",
+    )
+    data = p.add_argument_group(
+        "real data of the pairs and mirror tasks (default: offline stand-ins)"
+    )
+    data.add_argument(
+        "--cifar-dir", metavar="DIR", help="CIFAR-10 binary batches (data_batch_*.bin)"
+    )
+    data.add_argument(
+        "--mnist-dir", metavar="DIR", help="MNIST IDX files (*-ubyte, gzipped or not)"
+    )
+    data.add_argument(
+        "--syn-mirror-dir", metavar="DIR", help="Syn Mirror HDF5 renders (needs rulelib[mirror])"
     )
 
 
@@ -357,6 +372,18 @@ COMMANDS: list[Command] = [
         _filter,
     ),
     Command("guide", "classifier-guided sampling towards the rule", _guide_args, _guide),
+    Command(
+        "analytic",
+        "sample and score a closed-form denoiser (empirical, gaussian, local, equivariant)",
+        analytic_command.add_arguments,
+        analytic_command.run,
+    ),
+    Command(
+        "study",
+        "training length and training-set size arms: train, evaluate, summary",
+        study_command.add_arguments,
+        study_command.run,
+    ),
 ]
 
 
@@ -391,6 +418,14 @@ def describe_fault(e: OSError) -> str:
     return f"{where}{cause}" + (f" ({hint})" if hint else "")
 
 
+def _use_real_data(args) -> None:
+    """Point the pairs / mirror tasks at the user's files before any stage reads them."""
+    if getattr(args, "cifar_dir", None) or getattr(args, "mnist_dir", None):
+        pairs.use_files(cifar_dir=args.cifar_dir, mnist_dir=args.mnist_dir)
+    if getattr(args, "syn_mirror_dir", None):
+        mirror.use_files(args.syn_mirror_dir)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -399,6 +434,7 @@ def main(argv=None) -> int:
     try:
         for spec in getattr(args, "tasks_from", []):
             tasks.load_tasks_from(spec)
+        _use_real_data(args)
         return int(args.run(args, command) or 0)
     except FileNotFoundError as e:  # a missing input: its own message names it
         message = str(e) if e.filename is None else describe_fault(e)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rulelib import cli, tasks
-from rulelib.run import profiles
+from rulelib.run import folder, profiles
 from rulelib.tasks import base
 
 TWO_BARS = Path(__file__).parent / "user_tasks" / "two_bars.py"
@@ -184,3 +184,25 @@ def test_docstring_example_is_the_task_the_tests_run():
     example = _docstring_example().splitlines()
     assert example[-1].startswith('images, truth = tasks.get("E").sample(')
     assert _code_only("\n".join(example[:-1])) == _code_only(TWO_BARS.read_text())
+
+
+def test_a_run_folder_refuses_images_of_other_data(tmp_path, monkeypatch):
+    """profile.json records where the task's images came from (pairs and mirror can read real
+    files); the folder refuses to continue with other data instead of mixing them."""
+    tdir = tmp_path / "D"
+    tdir.mkdir()
+    smoke = profiles.get("smoke")
+    folder.record_identity(tdir, smoke, 0)
+    assert json.loads((tdir / "profile.json").read_text())["data"] == "rendered by rulelib"
+    folder.check_identity(tdir, smoke, 0)  # the same data: accepted
+    monkeypatch.setattr(type(tasks.get("D")), "data_source", lambda self: "files in /x")
+    with pytest.raises(folder.RunError, match="files in /x"):
+        folder.check_identity(tdir, smoke, 0)
+
+
+def test_real_data_flags_name_a_missing_folder(tmp_path, capsys):
+    missing = tmp_path / "no-such-dir"
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--task", "pairs", "--out", str(tmp_path), "--mnist-dir", str(missing)])
+    assert e.value.code == 2
+    assert str(missing) in capsys.readouterr().err

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from rulelib import paper
 from rulelib.device import resolve_device
 from rulelib.diffusion import unet
 from rulelib.diffusion.schedule import Schedule
 
-# Epochs of the paper per task (paper.md section 2; the same numbers as RuleTask.paper_epochs).
-PAPER_EPOCHS = {"A": 400, "B": 800, "C": 1600, "D": 1000}
+PAPER_EPOCHS = paper.EPOCHS  # the paper's epochs per task (rulelib.paper)
 
 # Keys that may change between a run and its resumption: they do not change what is computed
 # (epochs only extends the run; the rest are logging, placement and kernel choices). A resumed

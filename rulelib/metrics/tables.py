@@ -1,9 +1,10 @@
-"""The paper's numbers (section 3) and the "ours vs paper" Markdown table."""
+"""The "ours vs paper" Markdown table (the paper's numbers: rulelib.paper)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from rulelib import paper
 from rulelib.metrics.bootstrap import METRICS
 
 _BOUND_ROWS = {
@@ -11,55 +12,7 @@ _BOUND_ROWS = {
     "within_5pct": "within ±5 %, all images (unmeasurable: violating – conforming)",
 }
 
-# Paper section 3 (unguided DDPM at the paper's epochs), in the units of rule_report.  "train" is
-# the paper's own measurement of its training images, "generated" of its samples.  Coarse rate of A:
-# 1 violation in 3000 samples.  Measurable rates: the paper's detector dropped about 3/4 of the
-# generated images of B-D and about 4 in 10 training images of B.
-PAPER = {
-    "A": {
-        "train": {"conforming_pct": 95.02},
-        "generated": {
-            "n": 3000,
-            "coarse_rate": 1 - 1 / 3000,
-            "conforming_pct": 75.53,
-            "within_1pct": 1.8,
-            "within_5pct": 9.4,
-            "bias_k1": 0.17,
-            "resid_std": 0.014,
-        },
-    },
-    "B": {
-        "train": {"measurable_rate": 0.6, "conforming_pct": 97.22},
-        "generated": {
-            "measurable_rate": 0.25,
-            "conforming_pct": 80.99,
-            "bias_k1": 0.073,
-            "resid_std": 0.013,
-        },
-    },
-    "C": {
-        "train": {"conforming_pct": 99.51},
-        "generated": {
-            "measurable_rate": 0.25,
-            "conforming_pct": 49.27,
-            "bias_k1": 0.209,
-            "resid_std": 0.026,
-        },
-    },
-    "D": {
-        "train": {"conforming_pct": 98.63},
-        "generated": {
-            "measurable_rate": 0.25,
-            "conforming_pct": 69.67,
-            "bias_k1": 0.42,
-            "resid_std": 0.030,
-        },
-    },
-}
-# The paper's numbers that it gives only roughly ("about", "≈"); tables prefix them with ≈.
-PAPER_APPROX = {("B", "train", "measurable_rate")} | {
-    (t, "generated", m) for t in "ABCD" for m in ("measurable_rate", "bias_k1", "resid_std")
-}
+PAPER, PAPER_APPROX = paper.RULE_METRICS, paper.RULE_METRICS_APPROX  # the paper's numbers
 
 _LABELS = {
     "measurable_rate": "measurable %",

@@ -103,6 +103,11 @@ def run(task, run_dir, profile, *, device=None, seed: int = 0, quiet: bool = Fal
     classifiers and finished guided samples are reused.
     """
     task = tasks.get(task) if isinstance(task, str) else task
+    if not task.dependent:
+        raise ValueError(
+            f"task {task.name} has no dependent feature (its rule is not a scale of one feature), "
+            "so it has no contrastive data to mitigate with"
+        )
     st = settings_for(profile)
     device = str(resolve_device("auto" if device is None else device))
     tdir = Path(run_dir)

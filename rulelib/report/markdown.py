@@ -96,11 +96,19 @@ def task_markdown(
     trainer = entry.get("trainer")
     if trainer:  # the trainer's train_summary.json (rulelib.run.stages.train)
         rate = trainer.get("images_per_s_steady")
-        lines.append(
-            f"- trainer: {trainer.get('precision')} on {trainer.get('device')}, "
-            f"{'compiled' if trainer.get('compile') else 'eager'}"
-            + (f", {rate:.0f} images/s" if rate else "")
+        levers = trainer.get("levers") or (
+            f"{trainer.get('precision')}, {'compiled' if trainer.get('compile') else 'eager'}"
         )
+        how = {"timed": "timed on this machine", "cached": "timed earlier on this machine",
+               "rule": "by rule", "config": "as configured",
+               "resumed": "kept from the run's start"}  # fmt: skip
+        lines.append(
+            f"- trainer on {trainer.get('device')}: {levers}"
+            + (f" ({how.get(trainer.get('levers_how'), trainer.get('levers_how'))})"
+               if trainer.get("levers_how") else "")
+            + (f", {trainer['threads']} threads" if trainer.get("threads") else "")
+            + (f", {rate:.0f} images/s" if rate else "")
+        )  # fmt: skip
     timings = entry.get("timings_s") or {}
     if timings:
         lines.append(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from rulelib import atomic, provenance
+from rulelib import atomic, provenance, tasks
 from rulelib.device import resolve_device
 from rulelib.diffusion import checkpoint
 from rulelib.diffusion import sample as sampler
@@ -98,7 +98,10 @@ def record_identity(tdir: Path, profile: profiles.Profile, seed: int) -> None:
     pfile = tdir / "profile.json"
     now = json.loads(json.dumps(profile.to_dict()))  # as read back (tuples become lists)
     if not pfile.exists():
-        atomic.write_json(pfile, {"profile": profile.name, "seed": seed, "settings": now})
+        data = _data_source(tdir)
+        atomic.write_json(
+            pfile, {"profile": profile.name, "seed": seed, "data": data, "settings": now}
+        )
         return
     old = check_identity(tdir, profile, seed)
     if old.get("settings") != now:
@@ -121,7 +124,18 @@ def check_identity(tdir: Path, profile: profiles.Profile, seed: int) -> dict:
             f"{tdir} was made with profile {old.get('profile')!r} seed {old.get('seed')}, "
             f"not profile {profile.name!r} seed {seed}; use another --out or the same settings"
         )
+    data = _data_source(tdir)
+    if old.get("data", data) != data:  # folders made before "data" was recorded: rulelib's own
+        raise RunError(
+            f"{tdir} was made with the images of {old['data']!r}, not of {data!r}; use another "
+            "--out or the same data (--cifar-dir, --mnist-dir, --syn-mirror-dir)"
+        )
     return old
+
+
+def _data_source(tdir: Path) -> str:
+    """The data source of the task a folder is named after (rulelib.tasks.RuleTask.data_source)."""
+    return tasks.get(tdir.name).data_source() if tdir.name in tasks.names() else "unknown task"
 
 
 def run_identity(tdir) -> tuple[profiles.Profile, int]:

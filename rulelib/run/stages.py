@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rulelib import atomic, metrics, report, tasks
+from rulelib import atomic, metrics, paper, report, tasks
 from rulelib.diffusion import checkpoint
 from rulelib.diffusion import sample as sampler
 from rulelib.diffusion import train as trainer
@@ -73,7 +73,9 @@ def train(run: RunSettings, task: str, *, time_limit_s: float | None = None) -> 
         )
         folder.add_time(tdir, "train", time.perf_counter() - t0)
         if summary.get("steps", 0) > summary.get("start_step", 0):  # how this call trained
-            keep = ("device", "precision", "compile", "channels_last", "images_per_s_steady")
+            keep = ("device", "precision", "compile", "channels_last", "bf16", "threads",
+                    "levers", "levers_how", "levers_figures", "levers_seconds",
+                    "images_per_s_steady")  # fmt: skip
             atomic.write_json(tdir / "train_summary.json", {k: summary.get(k) for k in keep})
         ckpts = checkpoint.list_checkpoints(tdir)
     if not ckpts:
@@ -321,8 +323,8 @@ def run_mitigation(run: RunSettings, task: str) -> dict:
 
 
 def paper_tasks() -> list[str]:
-    """The registered tasks the paper reports results for (rulelib.metrics.PAPER): A-D."""
-    return [t for t in tasks.names() if t in metrics.PAPER]
+    """The registered tasks the paper reports results for (rulelib.paper.RULE_METRICS): A-D."""
+    return [t for t in tasks.names() if t in paper.RULE_METRICS]
 
 
 def parse_tasks(values) -> list[str]:
@@ -374,7 +376,10 @@ def run_tasks(
             evaluate(run, name)
             if sweep_too and run.profile.sweep_n > 0:
                 sweep(run, name)
-            if mitigation:
+            if mitigation and not tasks.get(name).dependent:
+                run.say(f"[{name}] no dependent feature to scale: no contrastive data, mitigation "
+                        "skipped")  # fmt: skip
+            elif mitigation:
                 run_mitigation(run, name)
             entries[name] = atomic.read_json(tdir / "metrics.json")  # as written
         report.write_run_report(run.out, limits=run.profile.limits)

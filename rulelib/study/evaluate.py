@@ -182,7 +182,10 @@ def fits(rows: list[dict]) -> dict:
                 }
                 continue
             x, y, se = map(np.array, zip(*pts))
-            out[name][err] = {"label": label, **fit_plateau(x, y, se)}
+            try:
+                out[name][err] = {"label": label, **fit_plateau(x, y, se)}
+            except ValueError as e:  # e.g. points whose CI has zero width (no weight)
+                out[name][err] = {"label": label, "n_points": len(pts), "note": str(e)}
     return out
 
 
@@ -193,7 +196,7 @@ def _figure(rows, fitd, arm, task, path):
     )
     if not rs:
         return None
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    fig, axes = plt.subplots(1, 5, figsize=(21, 3.8))
     xkey = "images" if arm == "length" else "n_train"
     for ax, (err, (to_err, label)) in zip(axes, ERRORS.items()):
         key = "novel_" + SOURCE[err]
@@ -219,6 +222,19 @@ def _figure(rows, fitd, arm, task, path):
         ax.set_title(label, fontsize=9)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
+    ax = axes[-2]
+    xs = [r[xkey] for r in rs]
+    ax.plot(xs, [100 * r["measurable_rate"] for r in rs], "o-", color="tab:green",
+            label="measurable % (all images)")  # fmt: skip
+    ax.set_ylabel("measurable %")
+    ax.set_xscale("log")
+    ax.legend(fontsize=7, loc="upper left")
+    twin = ax.twinx()
+    for key, style in (("dsm_loss_train", "s--"), ("dsm_loss_fresh", "^:")):
+        twin.plot(xs, [r[key] for r in rs], style, color="k", label=key.replace("_", " "))
+    twin.set_ylabel("DSM loss (EMA weights)")
+    twin.legend(fontsize=7, loc="upper right")
+    ax.set_title("measurable share and DSM loss (training vs fresh images)", fontsize=9)
     ax = axes[-1]
     ax.plot([r[xkey] for r in rs], [100 * r["copy_rate"] for r in rs], "o-", label="copy %")
     ax.plot(

@@ -74,6 +74,11 @@ class RuleTask:
         """
         raise NotImplementedError
 
+    def data_source(self) -> str:
+        """Where the task's images come from; a run folder records it and refuses another (tasks
+        that can read real files, like ``pairs`` and ``mirror``, say which)."""
+        return "rendered by rulelib"
+
     def measure_with_reasons(self, images: np.ndarray) -> tuple[dict, np.ndarray, dict]:
         """``measure`` plus the reasons of every rejection ({check: (n,) bool failed}); a task
         whose ``measure`` takes no ``reasons`` (a user's own, say) gives an empty dict."""

@@ -46,6 +46,7 @@ import math
 
 import numpy as np
 
+from rulelib import paper
 from rulelib.tasks import measure as _measure
 from rulelib.tasks import render
 from rulelib.tasks.base import COARSE_MARGIN, GAP, PX, RuleTask, W, register
@@ -64,7 +65,7 @@ class LightShadow(RuleTask):
 
     name, title = "A", "light-shadow"
     feature_names = ("l1", "h1", "h2", "l2")
-    k, train_size, paper_epochs = 1.0, 4000, 400
+    k, train_size, paper_epochs = 1.0, 4000, paper.EPOCHS["A"]
     x_label, y_label = "l1*h2", "l2*h1"
     dependent = "l2"
     INTERVALS = np.array([[0.0, 0.2], [0.3, 0.5], [0.5, 0.7], [0.8, 1.0]])
@@ -148,7 +149,7 @@ class Perspective(RuleTask):
 
     name, title = "B", "perspective"
     feature_names = ("l1", "h1", "l2", "h2")
-    k, train_size, paper_epochs = 1.0, 2000, 800
+    k, train_size, paper_epochs = 1.0, 2000, paper.EPOCHS["B"]
     x_label, y_label = "l1*h1", "l2*h2"
     dependent = "h2"
     RECT_W = 0.12
@@ -214,7 +215,7 @@ class TwoCircles(RuleTask):
 
     name, title = "C", "two circles"
     feature_names = ("r1", "r2")
-    k, train_size, paper_epochs = math.sqrt(2.0), 2000, 1600
+    k, train_size, paper_epochs = math.sqrt(2.0), 2000, paper.EPOCHS["C"]
     x_label, y_label = "r1", "r2"
     dependent = "r2"
 
@@ -267,7 +268,7 @@ class TwoSquares(RuleTask):
 
     name, title = "D", "two squares"
     feature_names = ("l1", "l2")
-    k, train_size, paper_epochs = 1.5, 2000, 1000
+    k, train_size, paper_epochs = 1.5, 2000, paper.EPOCHS["D"]
     x_label, y_label = "l1", "l2"
     dependent = "l2"
 

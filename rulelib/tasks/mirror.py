@@ -238,8 +238,14 @@ class Mirror(RuleTask):
         )
         data["features"], data["ok"] = f, ok
         data["index"] = {_key(im): i for i, im in enumerate(data["images"])}
+        data["folder"] = str(folder)
         self.files = data
         return self
+
+    def data_source(self) -> str:
+        if self.files is None:
+            return "procedural scenes rendered by rulelib"
+        return f"Syn Mirror files in {self.files.get('folder', '?')}"
 
     def use_procedural(self) -> Mirror:
         self.files = None

@@ -355,6 +355,9 @@ class Pairs(RuleTask):
             self._source = offline_source(self.seed)
         return self._source
 
+    def data_source(self) -> str:
+        return self.source.description
+
     def use_source(self, source: TileSource) -> Pairs:
         """Use these tiles from now on (the classifier is retrained on the next measure)."""
         self._source, self._clf, self.accuracy = source, None, None
