@@ -24,7 +24,7 @@ from rulelib import (
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The rule in the paper's notation, for the row titles (paper.md section 2).
+# The rule in the paper's notation, for the row titles (docs/paper.md section 2).
 RULES = {
     "A": "l1·h2 = l2·h1",
     "B": "l1·h1 = l2·h2",

@@ -39,7 +39,7 @@ except ImportError:
 # %% [markdown]
 # # The four rule tasks, measured, and their rule metrics
 #
-# Each task of the paper (Han et al., ICML 2025, section 2 of `paper.md`) is a 32×32 scene whose
+# Each task of the paper (Han et al., ICML 2025, section 2 of `docs/paper.md`) is a 32×32 scene whose
 # objects obey a hidden **fine rule** y = k·x between two scatter quantities, and a **coarse
 # rule** (a side or an ordering):
 #

@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 04 · Mitigation: contrastive data, classifiers, filtering and guidance
 #
-# Section 5 of `paper.md`. If a diffusion model draws the coarse rule but misses the fine one, can a
+# Section 5 of `docs/paper.md`. If a diffusion model draws the coarse rule but misses the fine one, can a
 # classifier that *knows* the fine rule repair it? The paper tries three things, all built on
 # **contrastive data**, images that differ only in the fine rule:
 #

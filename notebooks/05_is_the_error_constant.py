@@ -350,8 +350,15 @@ for run, fd in fits.items():
                      f"{f['c']:.4f} [{lo:.4f}, {hi:.4f}], b = {f['b']:.2f}; {verdict}; the last "
                      f"checkpoint's residual std is {f['last']:.4f}.")  # fmt: skip
     else:
-        lines.append(f"**{run}** ({len(sub)} checkpoints, {span}): too few checkpoints for the "
-                     "plateau fit; no statement about a constant error yet.")  # fmt: skip
+        last = max((r for r in study if r["run"] == run), key=lambda r: int(r["images"]))
+        lines.append(f"**{run}** ({len(sub)} checkpoints, {span}): at the last, measurable "
+                     f"{100 * num(last['measurable_rate']):.0f} %, residual std "
+                     f"{num(last['resid_std']):.4f} [{num(last['resid_std_lo']):.4f}, "
+                     f"{num(last['resid_std_hi']):.4f}], DSM loss {num(last['dsm_loss_train']):.4f}"
+                     f" (training) / {num(last['dsm_loss_fresh']):.4f} (fresh), copies "
+                     f"{100 * num(last['copy_rate']):.0f} %: the model is still learning, and "
+                     f"there are too few checkpoints for the plateau fit -- no statement about a "
+                     f"constant error yet.")  # fmt: skip
 if not fits:
     lines.append("No length or size arm is committed yet: whether the U-Net's fine-rule error "
                  "plateaus cannot be decided from these results.")  # fmt: skip

@@ -17,9 +17,9 @@ GUIDANCE_SCALES = {"A": 7.0, "B": 3.0, "C": 7.0, "D": 10.0}
 EPOCHS = {"A": 400, "B": 800, "C": 1600, "D": 1000}
 
 # docs/paper.md section 3 (unguided DDPM at the paper's epochs), in the units of rule_report.
-# "train" is the paper's own measurement of its training images, "generated" of its samples.  Coarse rate of A:
-# 1 violation in 3000 samples.  Measurable rates: the paper's detector dropped about 3/4 of the
-# generated images of B-D and about 4 in 10 training images of B.
+# "train" is the paper's own measurement of its training images, "generated" of its samples.
+# Coarse rate of A: 1 violation in 3000 samples.  Measurable rates: the paper's detector dropped
+# about 3/4 of the generated images of B-D and about 4 in 10 training images of B.
 RULE_METRICS = {
     "A": {
         "train": {"conforming_pct": 95.02},

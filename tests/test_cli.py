@@ -65,7 +65,7 @@ def test_reproduce_writes_every_result(smoke_run):
     text = (out / "report.md").read_text()
     assert "| metric | A ours | A paper |" in text and "75.53" in text  # paper's number beside ours
     assert "smoke" in text and "What this profile can and cannot show" in text
-    assert f"- trainer: {m['trainer']['precision']} on cpu, eager" in (a / "report.md").read_text()
+    assert f"- trainer on cpu: {m['trainer']['levers']}" in (a / "report.md").read_text()
 
 
 def test_rerun_resumes_without_redoing_work(smoke_run):

@@ -1,5 +1,6 @@
 """The repository's set-up promises: one dependency list for pip and conda, notebooks paired."""
 
+import ast
 import re
 import tomllib
 from pathlib import Path
@@ -67,11 +68,19 @@ def test_notebook_py_and_ipynb_are_paired(source: Path):
 
 
 @pytest.mark.parametrize("source", NOTEBOOK_SOURCES, ids=lambda p: p.name)
-def test_committed_notebook_was_executed(source: Path):
-    """nbval compares outputs of `# NBVAL_CHECK_OUTPUT` cells, so the .ipynb must carry them."""
+def test_committed_notebook_carries_full_size_outputs(source: Path):
+    """The committed .ipynb is what a reader sees: executed at full size (its last cell prints
+    rulelib.notebook.stamp: machine, time and size), every NBVAL_CHECK_OUTPUT cell with outputs."""
     notebook = jupytext.read(source.with_suffix(".ipynb"))
-    checked = [c for c in notebook.cells if "NBVAL_CHECK_OUTPUT" in c.source]
-    assert checked, f"{source.name} has no # NBVAL_CHECK_OUTPUT cell"
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert all(c.get("outputs") is not None for c in code)
+    printed = "".join(
+        "".join(o.get("text", "")) for c in code for o in c.get("outputs", []) if "text" in o
+    )
+    assert "at full size on" in printed, (
+        f"{source.name}: not executed at full size (make notebooks)"
+    )
+    checked = [c for c in code if "NBVAL_CHECK_OUTPUT" in c.source]
     assert all(c.get("outputs") for c in checked), f"{source.name}: checked cells lack outputs"
 
 
@@ -106,3 +115,55 @@ def test_makefile_runs_notebooks_at_test_size():
     assert f"{notebook.SIZE_VARIABLE}=test" in test_rule
     assert "notebooks" in test_rule
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def _rulelib_imports() -> tuple[dict[str, set[str]], list[str]]:
+    """The package's import graph {module: rulelib modules it imports} and every import of
+    rulelib inside a function ('module.function -> target')."""
+    modules = {}
+    for path in (ROOT / "rulelib").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        modules[name.removesuffix(".__init__")] = path
+
+    def targets(node) -> list[str]:
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            found = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names
+            ]
+        else:
+            found = [a.name for a in node.names]
+        return [t for t in found if t in modules]
+
+    graph, inner = {}, []
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+        graph[name] = {t for n in imports for t in targets(n)} - {name}
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for n in ast.walk(fn):
+                    if isinstance(n, (ast.Import, ast.ImportFrom)) and targets(n):
+                        inner.append(f"{name}.{fn.name} -> {targets(n)}")
+    return graph, inner
+
+
+def test_imports_go_one_way():
+    """No import cycle among rulelib's modules, and no rulelib import hidden inside a function
+    (docs/design.md): each module can be read knowing only what it imports at the top."""
+    graph, inner = _rulelib_imports()
+    assert not inner, inner
+    state: dict[str, int] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for dep in sorted(graph[module]):
+            assert state.get(dep) != 1, f"import cycle: {' -> '.join([*path, module, dep])}"
+            if dep not in state:
+                visit(dep, [*path, module])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+    assert len(graph) > 40 and graph["rulelib.cli"]  # the walk saw the whole package

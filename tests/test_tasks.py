@@ -1,4 +1,4 @@
-"""Tests of rulelib.tasks and rulelib.tasks.render: the four rule tasks of paper.md section 2.
+"""Tests of rulelib.tasks and rulelib.tasks.render: the four rule tasks of docs/paper.md section 2.
 
 Geometry and ranges, dataset sizes and task A's intervals, the rule holding exactly on the truth,
 the redraw rule, dependent_scale, determinism, exact rasterisation, and bad input.

@@ -357,7 +357,7 @@ def sample(
                     z = _randn(gens, sizes, image_shape, device) if eta > 0 else None
                     x = ddim_step(schedule, x, t, t_prev, eps, eta, noise=z)
                 bar.update(1)
-            imgs = tensor_to_images(x)  # clip to [-1, 1] (paper.md section 4), then to uint8
+            imgs = tensor_to_images(x)  # clip to [-1, 1] (docs/paper.md section 4), then to uint8
             start = 0
             for c, m in zip(chunks, sizes):
                 done[c] = imgs[start : start + m]

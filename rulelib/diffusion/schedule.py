@@ -1,7 +1,7 @@
 """The DDPM forward process and its training loss (Ho, Jain & Abbeel 2020, "Denoising Diffusion
 Probabilistic Models"; equation numbers below are theirs).
 
-Paper settings (paper.md section 4): T = 1000 steps, beta linear from 1e-4 to 2e-2, epsilon
+Paper settings (docs/paper.md section 4): T = 1000 steps, beta linear from 1e-4 to 2e-2, epsilon
 prediction, MSE loss, t uniform. Time indices run 0 .. T-1 as in diffusers' `DDPMScheduler`: index t
 here is step t + 1 of Ho et al., so `alpha_bars[0] = 1 - beta_1` and index 0 is the last reverse
 step, the one that adds no noise.

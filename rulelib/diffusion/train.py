@@ -1,6 +1,6 @@
 """The DDPM trainer: the paper's settings, fast on the device it runs on, resumable to the bit.
 
-Paper settings (paper.md section 4): AdamW at lr 3e-4 constant, batch 16, seed 0, fp32, epochs
+Paper settings (docs/paper.md section 4): AdamW at lr 3e-4 constant, batch 16, seed 0, fp32, epochs
 400 / 800 / 1600 / 1000 for tasks A-D; an EMA of the weights (decay 0.995, starting after 2000
 steps) is kept beside the raw weights, and samples come from the raw weights. (The paper trained
 in fp32; pass bf16=False for that; by default bf16 is used only where it pays, see below.)

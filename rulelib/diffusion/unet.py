@@ -4,7 +4,7 @@ x: (B, 3, 32, 32) float in about [-1, 1]; t: int64 (B,) time indices 0 .. T-1; e
 
 Presets (`build(name)`):
 
-- "paper": the widely copied "64-128-256-256" DDPM U-Net the paper trained (paper.md section 4),
+- "paper": the widely copied "64-128-256-256" DDPM U-Net the paper trained (docs/paper.md s. 4),
   about 23 M parameters: a double-conv stem to 64 channels, three down stages (max-pool, two
   double convs) to 128, 256, 256 channels each followed by 4-head self-attention at 16^2, 8^2,
   4^2, a bottleneck of double convs 256 -> 512 -> 512 -> 256, three up stages (bilinear

@@ -1,4 +1,4 @@
-"""Rule metrics for measured images, with bootstrap confidence intervals (paper section 3).
+"""Rule metrics for measured images, with bootstrap confidence intervals (docs/paper.md section 3).
 
 Read in this order:
 

@@ -1,6 +1,6 @@
 """Contrastive rule data: the three classes the paper's classifiers and guidance are trained on.
 
-Paper section 5 (our ../shared/paper.md section 5).  For every task, images come in three classes
+docs/paper.md section 5.  For every task, images come in three classes
 that differ *only* in the fine rule:
 
     class 1   rule-conforming, rendered exactly as the training set (dependent feature y = k x)

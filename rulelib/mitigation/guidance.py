@@ -1,4 +1,5 @@
-"""Classifier guidance towards the rule-conforming class (paper section 5; Dhariwal & Nichol 2021).
+"""Classifier guidance towards the rule-conforming class (docs/paper.md section 5; Dhariwal &
+Nichol 2021).
 
 A noise-aware classifier p(y | x_t, t) (``rulelib.mitigation.classifiers``, kinds ``cheap`` and
 ``unet``)
@@ -34,6 +35,9 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from rulelib.diffusion.sample import sample
+from rulelib.metrics import paired_difference, rule_report
 
 WEIGHT_SCHEDULES = ("constant", "linear", "last_k")
 GRAD_AT = ("x_t", "mu")
@@ -176,8 +180,6 @@ def guided_sample(
     ``kwargs`` as there (steps, eta, batch_size, device, out_path, progress, ...).  The guidance
     settings go into the meta of resumable output; a rerun with other settings is refused.
     """
-    from rulelib.diffusion.sample import sample
-
     if hasattr(model, "eval"):
         model.eval()
     meta = dict(kwargs.pop("meta", None) or {})
@@ -234,8 +236,6 @@ def scale_sweep(
     samples.
     """
     from pathlib import Path
-
-    from rulelib.metrics import paired_difference, rule_report
 
     scales = sorted({check_scale(s) for s in scales} | {0.0})
     weights(weight, 1.0, schedule.T, last_k)  # validate the schedule name before any sampling

@@ -1,6 +1,7 @@
-"""The paper's mitigation, end to end for one task of a run (paper section 5): contrastive data ->
-pixel classifiers (accuracy table) -> filtering of the run's samples -> noise-aware classifier ->
-guided sampling over a range of scales, each measured against the unguided baseline.
+"""The paper's mitigation, end to end for one task of a run (docs/paper.md section 5):
+contrastive data -> pixel classifiers (accuracy table) -> filtering of the run's samples ->
+noise-aware classifier -> guided sampling over a range of scales, each measured against the
+unguided baseline.
 
 Everything goes to ``<run>/<task>/mitigation/``:
 

@@ -3,7 +3,7 @@
 A run folder (`python -m rulelib reproduce --out runs/reproduce`) holds one sub-folder per task:
 
     runs/reproduce/
-        report.md            our numbers beside the paper's (paper.md section 3), all tasks
+        report.md            our numbers beside the paper's (docs/paper.md section 3), all tasks
         A/  config.json      the TrainConfig (written by rulelib.diffusion.train)
             profile.json     the profile, sampling settings, seed (written by rulelib.cli)
             checkpoints/     every checkpoint (rulelib.diffusion.train)

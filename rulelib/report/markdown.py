@@ -106,7 +106,7 @@ def task_markdown(
             f"- trainer on {trainer.get('device')}: {levers}"
             + (f" ({how.get(trainer.get('levers_how'), trainer.get('levers_how'))})"
                if trainer.get("levers_how") else "")
-            + (f", {trainer['threads']} threads" if trainer.get("threads") else "")
+            + (f", {trainer['threads']} thread(s)" if trainer.get("threads") else "")
             + (f", {rate:.0f} images/s" if rate else "")
         )  # fmt: skip
     timings = entry.get("timings_s") or {}
@@ -121,6 +121,20 @@ def task_markdown(
             f"- {gen.get('n', 0) - gen.get('n_measurable', 0)} of {gen.get('n')} generated images "
             "unmeasurable; checks failed: "
             + ", ".join(f"{check} {count}" for check, count in rejections.items())
+        )
+    mem = entry.get("memorisation")
+    if mem:  # copies follow the rule for free: the claim is about the novel images
+        cr, ref = mem["copy_rate"], mem.get("reference", {})
+        ci = cr.get("ci") or [None, None]
+        novel = entry.get("generated_novel") or {}
+        conf = (novel.get("conforming_pct") or {}).get("value")
+        lines.append(
+            f"- memorisation: {100 * cr['value']:.1f} % copies"
+            + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci[0] is not None else "")
+            + f" (nearest / second-nearest training distance below {mem['copy_ratio']:.2g}); "
+            f"median nearest-training distance {mem['nearest']['median']:.2f}"
+            + (f" against {ref['nearest']['median']:.2f} for fresh task images" if ref else "")
+            + (f"; novel images rule-conforming {conf:.1f} %" if conf is not None else "")
         )
     lines.append("")
     if tables:

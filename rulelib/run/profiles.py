@@ -5,7 +5,7 @@ A profile turns a task name into the two things a run needs:
     profile.train_config(task, seed, device)  ->  rulelib.diffusion.config.TrainConfig
     profile.sampling(task)                    ->  SamplingSettings (method, steps, eta, weights, n)
 
-Three profiles (paper.md section 4 and issue 3 "Profiles"):
+Three profiles (docs/paper.md section 4 and issue 3 "Profiles"):
 
     smoke   CI: seconds per task.  The smallest U-Net, 64 training images, two epochs, DDIM
             with 5 steps, 32 samples.  Shows that the pipeline runs, nothing about rules.
@@ -38,7 +38,8 @@ from rulelib.diffusion import unet
 from rulelib.diffusion.config import TrainConfig
 
 # Training images seen by the paper's shortest schedules: Task A 400 epochs x 4000 images, Task B
-# 800 x 2000 (paper.md section 4).  A user task without `paper_epochs` trains this long under the
+# 800 x 2000 (docs/paper.md section 4).  A user task without `paper_epochs` trains this long
+# under the
 # paper profile.
 PAPER_IMAGE_BUDGET = 1_600_000
 
@@ -242,7 +243,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "paper": Profile(
         name="paper",
-        description="GPU: the paper's settings (paper.md section 4)",
+        description="GPU: the paper's settings (docs/paper.md section 4)",
         preset="paper",
         epochs=None,  # the paper's 400 / 800 / 1600 / 1000
         batch_size=16,

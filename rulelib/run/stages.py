@@ -30,6 +30,7 @@ from rulelib import atomic, metrics, paper, report, tasks
 from rulelib.diffusion import checkpoint
 from rulelib.diffusion import sample as sampler
 from rulelib.diffusion import train as trainer
+from rulelib.metrics import memorisation
 from rulelib.mitigation import pipeline
 from rulelib.run import folder, images
 from rulelib.run.folder import RunError, RunSettings
@@ -153,20 +154,25 @@ def sample(run: RunSettings, task: str, *, n: int | None = None) -> np.ndarray:
 
 
 def evaluate_images(
-    task_name, imgs, out_dir, *, seed=0, n_boot=1000, train=None, extra=None, limits="",
+    task_name, imgs, out_dir, *, seed=0, n_boot=1000, train_images=None, extra=None, limits="",
     grid_title="",
 ) -> dict:  # fmt: skip
     """Measure `imgs`, score them beside the training set, write metrics.json, figures, report.md.
 
-    train: (features, ok) of the training images; default: the task's dataset(seed), measured.
-    extra: further entries of metrics.json (profile, sampling, provenance...).  Returns the entry.
+    train_images: the images the model was trained on (default: the task's dataset(seed)); they
+    are measured for the training columns and are the reference of the memorisation columns
+    (rulelib.metrics.memorisation: nearest-training distances, copy rate, the novel images' rule
+    metrics).  extra: further entries of metrics.json (profile, sampling, provenance...).
+    Returns the entry.
     """
     task = tasks.get(task_name)
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    feats, ok, reasons = task.measure_with_reasons(images.check_images(imgs))
-    if train is None:
-        train = task.measure(task.dataset(seed)[0])
+    imgs = images.check_images(imgs)
+    feats, ok, reasons = task.measure_with_reasons(imgs)
+    if train_images is None:
+        train_images = task.dataset(seed)[0]
+    train = task.measure(train_images)
     entry = {
         "task": task_name,
         "title": getattr(task, "title", ""),
@@ -175,6 +181,9 @@ def evaluate_images(
             task, feats, ok, n_boot=n_boot, seed=seed, reasons=reasons
         ),
         "train": metrics.rule_report(task, *train, n_boot=n_boot, seed=seed),
+        **memorisation.memorisation_columns(
+            task, imgs, train_images, feats, ok, n_boot=n_boot, seed=seed
+        ),
     }
     title = f"Task {task_name} ({entry['title']}): training vs generated"
     report.save_scatter(task, train, (feats, ok), out_dir / "scatter.png", title)
@@ -232,7 +241,7 @@ def evaluate(run: RunSettings, task: str) -> dict:
         extra["n_train_images"] = len(data)
         entry = evaluate_images(
             task, imgs, tdir, seed=run.seed, n_boot=run.profile.n_boot,
-            train=tasks.get(task).measure(data), extra=extra, limits=run.profile.limits,
+            train_images=data, extra=extra, limits=run.profile.limits,
             grid_title=f"Task {task}: {run.profile.name} profile, epoch {meta.get('epoch')}",
         )  # fmt: skip
     gen = entry["generated"]

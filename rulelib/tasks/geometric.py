@@ -15,10 +15,10 @@ C      two circles     r1, r2 radii                                (r1, r2)     
 D      two squares     l1 top side, l2 bottom side                 (l1, l2)            1.5
 =====  ==============  ==========================================  ==================  ====
 
-Choices marked **ours** (paper.md leaves them open):
+Choices marked **ours** (docs/paper.md leaves them open):
 
 * **Redraws.**  A scene in which some object does not fully cover at least one pixel is redrawn.
-  This includes every object thinner than one pixel (paper.md's rule for task B) and also, e.g.,
+  This includes every object thinner than one pixel (our rule for task B) and also, e.g.,
   a 1.5 px high bar straddling a pixel boundary: without a fully covered pixel an object's colour
   depth and size cannot be separated in the image, so no method can measure it exactly.  The
   number of redraws of each image is returned in ``truth["n_redraws"]`` and the total of the last
@@ -27,10 +27,10 @@ Choices marked **ours** (paper.md leaves them open):
 * Distinct objects keep at least one pixel of white between them (C, D); touching is allowed only
   where the paper's geometry makes objects touch (A's pole stands on its shadow).
 * Colours: object 1 of B, C, D (rect 1, disk 1, top square) and A's sun are yellow, object 2 (and
-  A's pole) blue/green, A's shadow dark grey; drawn per image from the HSV boxes of paper.md.
+  A's pole) blue/green, A's shadow dark grey; drawn per image from the HSV boxes of docs/paper.md.
 * Task A's sun intervals are assigned cyclically (image i in interval i mod 4), so a set of 4000
   has 1000 images per interval, and any n is balanced to within one image.
-* ``dependent_scale`` (contrastive data, paper.md section 5): multiplies the rule's dependent
+* ``dependent_scale`` (contrastive data, docs/paper.md section 5): multiplies the rule's dependent
   feature (A: shadow l2, B: h2, C: r2, D: l2) after the rule is applied, and then clips it so the
   scene stays valid and the coarse rule still holds (bounds in each task's ``dependent_bounds``:
   A's shadow and B's rectangle 2 at least 2 px, so they keep a fully covered pixel; B's
@@ -54,7 +54,7 @@ from rulelib.tasks.base import COARSE_MARGIN, GAP, PX, RuleTask, W, register
 
 # ----------------------------------------------------------------------------------------------
 class LightShadow(RuleTask):
-    """Task A: sun, pole and shadow; l1 h2 = l2 h1 (paper.md section 2, task A).
+    """Task A: sun, pole and shadow; l1 h2 = l2 h1 (docs/paper.md section 2, task A).
 
     Ground at y = 0.1W.  Pole: x in [0.44W, 0.56W], from the ground up to 0.1W + h2,
     h2 ~ U(0.2W, 0.4W).  Sun: disk of radius 0.1W at height 0.1W + h2 + h1 (paper: h1 = h2;
@@ -141,7 +141,7 @@ class LightShadow(RuleTask):
 
 
 class Perspective(RuleTask):
-    """Task B: two vertical rectangles; l1 h1 = l2 h2 (paper.md section 2, task B).
+    """Task B: two vertical rectangles; l1 h1 = l2 h2 (docs/paper.md section 2, task B).
 
     Width 0.12W, both centred at y = W/2.  Rect 1: left edge l1 ~ U(0, 0.3W), height
     h1 ~ U(0.2W, 0.6W); rect 2: left edge l2 ~ U(l1 + 0.2W, 0.8W), height h2 = h1 l1 / l2.
@@ -207,7 +207,7 @@ def _place(n, rng, lo1, hi1, lo2, hi2, ok_fn, max_rounds=1000):
 
 
 class TwoCircles(RuleTask):
-    """Task C: two disks; r2 = sqrt(2) r1 (ranges ours, paper.md section 2, task C).
+    """Task C: two disks; r2 = sqrt(2) r1 (ranges ours, docs/paper.md section 2, task C).
 
     r1 ~ U(0.05W, 0.175W), r2 = sqrt(2) r1; centres uniform with each disk inside the canvas and at
     least one pixel of white between the disks (rejection sampling of the positions).
@@ -259,7 +259,7 @@ class TwoCircles(RuleTask):
 
 
 class TwoSquares(RuleTask):
-    """Task D: two squares stacked vertically; l2 = 1.5 l1 (ranges ours, paper.md section 2 D).
+    """Task D: two squares stacked vertically; l2 = 1.5 l1 (ranges ours, docs/paper.md section 2 D).
 
     Top square side l1 ~ U(0.10W, 0.28W), bottom square side l2 = 1.5 l1; horizontal positions
     uniform; the bottom square's base y2 ~ U(0, W - l1 - l2 - gap), the top square's base

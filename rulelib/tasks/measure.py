@@ -1,7 +1,8 @@
 """Sub-pixel measurement of rule-task images: segment by colour, un-blend, fit, check each object.
 
 The paper measured its features with colour masks, contours and moments on images upscaled to 128 px
-and dropped images where an object was not found (paper.md section 3).  We measure the 32x32 image
+and dropped images where an object was not found (docs/paper.md section 3).  We measure the
+32x32 image
 itself and exploit how it was made (``rulelib.tasks.render``): each pixel is the background minus
 the sum of the objects' inks (1 - colour) weighted by the area they cover.  The steps, vectorised
 over the batch (segmentation in ``rulelib.tasks.segment``, fits in ``rulelib.tasks.fit``):

@@ -1,11 +1,12 @@
-"""Task "mirror": an object, a vertical mirror and the object's reflection (paper.md section 7).
+"""Task "mirror": an object, a vertical mirror and the object's reflection (docs/paper.md s. 7).
 
 The paper probed text-to-image models on the Syn Mirror renders (an object in front of a mirror;
 the reflection's size, position and colour must agree with the object).  Here the same rule is a
 rule task like A-D.
 
 **Procedural scene (the offline default, ours).**  32x32 on white.  The mirror is a vertical grey
-strip x in [14, 18] px over the full height (colour from the grey box of paper.md section 2).  The
+strip x in [14, 18] px over the full height (colour from the grey box of docs/paper.md
+section 2).  The
 object is a yellow rectangle left of it: width w ~ U(0.08W, 0.2W), height h1 ~ U(0.15W, 0.6W),
 bottom y0 ~ U(0.05W, 0.95W - h1), at a gap d ~ U(1 px, 14 px - w - 1 px) from the strip.  The
 reflection is drawn by the rule: the same rectangle mirrored about the strip's centre line

@@ -1,4 +1,4 @@
-"""Task "pairs": the paper's Cifar-MNIST pairing rule (paper.md section 7), at 32x32.
+"""Task "pairs": the paper's Cifar-MNIST pairing rule (docs/paper.md section 7), at 32x32.
 
 An image is a 2x2 grid of 16x16 tiles in shuffled quadrants: two object tiles and two digit tiles.
 Classes come in five fixed groups (the paper's), an object class pair with a digit pair:
@@ -32,7 +32,7 @@ the digit side and about 0 when the two are independent.  The coarse rule is the
 object tiles and two digit tiles.  A tile the classifier is unsure of (top probability below
 ``CONF_MIN``) makes the image not measurable.  The paper (64x64, CIFAR-10 and MNIST, CNN tile
 classifiers) found the pairing kept in about 23 % of generated images against about 93 % of
-training images (paper.md section 7).
+training images (docs/paper.md section 7).
 
 **Data.**  Offline default (no files; a stand-in, not CIFAR-10/MNIST): scikit-learn's bundled
 handwritten digits (1797 real 8x8 scans, upsampled to 16x16, white on black like MNIST) and, for
@@ -131,7 +131,7 @@ def shape_tiles(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stand-in object tiles: uint8 (10 n, 16, 16, 3) and labels 0-9 (``SHAPE_NAMES``).
 
     Each tile: scale U(0.75, 1), centre jittered U(-1.5, 1.5) px, colour from the yellow or the
-    blue/green box of paper.md section 2, on white.
+    blue/green box of docs/paper.md section 2, on white.
     """
     rng = np.random.default_rng(seed)
     tiles, labels = [], []

@@ -22,7 +22,7 @@ overlap (all our scenes; touching is allowed) this is exactly the area-averaged 
 pixel, which the usual "over" operator is not for two shapes sharing a pixel.  The inverse of this
 linear mixing is what ``rulelib.tasks.measure`` uses to read coverage back ("un-blending").
 
-Colours: HSV boxes of paper.md section 2, drawn per image (``sample_colors``).
+Colours: HSV boxes of docs/paper.md section 2, drawn per image (``sample_colors``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from matplotlib.colors import hsv_to_rgb
 
 SIZE = 32  # canvas side in pixels (the paper's 32x32 images)
 
-# HSV colour boxes of paper.md section 2: hue in degrees, saturation and value in [0, 1].
+# HSV colour boxes of docs/paper.md section 2: hue in degrees, saturation and value in [0, 1].
 COLOR_BOXES = {
     "yellow": {"h": (0.0, 60.0), "s": (0.4, 1.0), "v": (0.8, 1.0)},
     "blue": {"h": (180.0, 300.0), "s": (0.4, 1.0), "v": (0.4, 1.0)},
