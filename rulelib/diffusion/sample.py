@@ -27,6 +27,7 @@ refused by a ValueError naming the file, never scored.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -237,6 +238,58 @@ def stored_settings(out_path) -> dict | None:
     return None
 
 
+def _timesteps(schedule: Schedule, method: str, steps: int | None) -> list[int]:
+    """The reverse process's timesteps, newest first: all T for DDPM, `steps` (50) for DDIM."""
+    if method == "ddpm":
+        if steps not in (None, schedule.T):
+            raise ValueError(f"DDPM runs all T={schedule.T} steps; got steps={steps} (use ddim)")
+        return list(range(schedule.T - 1, -1, -1))
+    if method == "ddim":
+        return ddim_timesteps(schedule.T, 50 if steps is None else steps)
+    raise ValueError(f"method must be 'ddpm' or 'ddim', got {method!r}")
+
+
+def _resume_chunks(parts: Path, settings: dict, chunk_sizes, image_shape) -> dict[int, np.ndarray]:
+    """The finished chunks of an interrupted run in `parts` (checked against the recorded
+    settings, count, shape and dtype), after recording the settings of a new one."""
+    parts.mkdir(parents=True, exist_ok=True)
+    meta_file = parts / "settings.json"
+    if meta_file.exists():
+        old = atomic.read_json(meta_file)
+        if old != settings:
+            raise ValueError(
+                f"{parts} holds partial samples made with different settings "
+                f"(differing: {_diff_keys(old, settings)}); delete it or choose another path"
+            )
+    else:
+        atomic.write_text(meta_file, json.dumps(settings, indent=1))
+    done = {}
+    for c, size in enumerate(chunk_sizes):
+        f = parts / f"chunk_{c:06d}.npy"
+        if f.exists():
+            done[c] = _load_chunk(f, size, image_shape)
+    return done
+
+
+def _reverse_process(x, eps_fn, noise, *, schedule, ts, method, eta, clip_x0, bf16, bar):
+    """x_T -> x_0 by DDPM ancestral steps (Ho et al. eq. 11) or DDIM steps (Song et al. eq. 12);
+    `noise()` draws the next N(0, I) of every chunk from its own generator."""
+    for i, t in enumerate(ts):
+        tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            eps = eps_fn(x, tt)
+        eps = eps.float()
+        if clip_x0:
+            eps = clip_eps(schedule, x, t, eps)
+        if method == "ddpm":
+            x = ddpm_step(schedule, x, t, eps, noise=noise() if t > 0 else None)
+        else:
+            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+            x = ddim_step(schedule, x, t, t_prev, eps, eta, noise=noise() if eta > 0 else None)
+        bar.update(1)
+    return x
+
+
 def sample(
     model: torch.nn.Module | None,
     schedule: Schedule,
@@ -276,14 +329,7 @@ def sample(
             f"batch_size must be at least noise_chunk={noise_chunk} (and noise_chunk >= 1), "
             f"got batch_size={batch_size}"
         )
-    if method == "ddpm":
-        if steps not in (None, schedule.T):
-            raise ValueError(f"DDPM runs all T={schedule.T} steps; got steps={steps} (use ddim)")
-        ts = list(range(schedule.T - 1, -1, -1))
-    elif method == "ddim":
-        ts = ddim_timesteps(schedule.T, 50 if steps is None else steps)
-    else:
-        raise ValueError(f"method must be 'ddpm' or 'ddim', got {method!r}")
+    ts = _timesteps(schedule, method, steps)
     if device is None:
         device = next(model.parameters()).device if model is not None else "cpu"
     device = torch.device(device)
@@ -303,7 +349,7 @@ def sample(
     parts = None
     if out_path is not None:
         out_path = Path(out_path)
-        if out_path.exists():
+        if out_path.exists():  # finished earlier: the same settings, or a clear refusal
             images, old = load_samples(out_path)
             if old != settings:
                 raise ValueError(
@@ -312,21 +358,7 @@ def sample(
                 )
             return images
         parts = out_path.with_name(out_path.stem + ".parts")
-        parts.mkdir(parents=True, exist_ok=True)
-        meta_file = parts / "settings.json"
-        if meta_file.exists():
-            old = atomic.read_json(meta_file)
-            if old != settings:
-                raise ValueError(
-                    f"{parts} holds partial samples made with different settings "
-                    f"(differing: {_diff_keys(old, settings)}); delete it or choose another path"
-                )
-        else:
-            atomic.write_text(meta_file, json.dumps(settings, indent=1))
-        for c in range(n_chunks):
-            f = parts / f"chunk_{c:06d}.npy"
-            if f.exists():
-                done[c] = _load_chunk(f, chunk_sizes[c], image_shape)
+        done = _resume_chunks(parts, settings, chunk_sizes, image_shape)
 
     todo = [c for c in range(n_chunks) if c not in done]
     per_batch = batch_size // noise_chunk
@@ -337,26 +369,13 @@ def sample(
         disable=not progress,
         unit="step",
     )
+    step = dict(schedule=schedule, ts=ts, method=method, eta=eta, clip_x0=clip_x0, bf16=bf16)
     with torch.inference_mode():
         for chunks in batches:
             sizes = [chunk_sizes[c] for c in chunks]
             gens = [_chunk_generator(seed, c, device) for c in chunks]
-            x = _randn(gens, sizes, image_shape, device)  # x_T ~ N(0, I)
-            for i, t in enumerate(ts):
-                tt = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    eps = eps_fn(x, tt)
-                eps = eps.float()
-                if clip_x0:
-                    eps = clip_eps(schedule, x, t, eps)
-                if method == "ddpm":
-                    z = _randn(gens, sizes, image_shape, device) if t > 0 else None
-                    x = ddpm_step(schedule, x, t, eps, noise=z)
-                else:
-                    t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-                    z = _randn(gens, sizes, image_shape, device) if eta > 0 else None
-                    x = ddim_step(schedule, x, t, t_prev, eps, eta, noise=z)
-                bar.update(1)
+            noise = functools.partial(_randn, gens, sizes, image_shape, device)
+            x = _reverse_process(noise(), eps_fn, noise, bar=bar, **step)
             imgs = tensor_to_images(x)  # clip to [-1, 1] (docs/paper.md section 4), then to uint8
             start = 0
             for c, m in zip(chunks, sizes):
