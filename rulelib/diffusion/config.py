@@ -10,8 +10,6 @@ from rulelib.device import resolve_device
 from rulelib.diffusion import unet
 from rulelib.diffusion.schedule import Schedule
 
-PAPER_EPOCHS = paper.EPOCHS  # the paper's epochs per task (rulelib.paper)
-
 # Keys that may change between a run and its resumption: they do not change what is computed
 # (epochs only extends the run; the rest are logging, placement and kernel choices). A resumed
 # run keeps the levers its checkpoint records unless they are set here (rulelib.diffusion.train).
@@ -49,12 +47,12 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.epochs is None:
-            if self.task not in PAPER_EPOCHS:
+            if self.task not in paper.EPOCHS:
                 raise ValueError(
-                    f"task {self.task!r} has no paper epochs ({sorted(PAPER_EPOCHS)}); "
+                    f"task {self.task!r} has no paper epochs ({sorted(paper.EPOCHS)}); "
                     "give epochs explicitly"
                 )
-            self.epochs = PAPER_EPOCHS[self.task]
+            self.epochs = paper.EPOCHS[self.task]
         self.validate()
 
     def validate(self) -> None:

@@ -49,15 +49,13 @@ from tqdm.auto import tqdm
 from rulelib import atomic
 from rulelib.device import resolve_device
 from rulelib.diffusion import levers, unet
-from rulelib.diffusion.checkpoint import (  # noqa: F401  (load_model, ... re-exported: a run's API)
+from rulelib.diffusion.checkpoint import (
     CheckpointError,
     _load_state,
     _load_weights,
     _save_checkpoint,
     _set_rng_state,
     list_checkpoints,
-    load_model,
-    remove_partial,
 )
 from rulelib.diffusion.config import RESUME_FREE_KEYS, TrainConfig
 from rulelib.diffusion.schedule import Schedule, images_to_tensor

@@ -112,13 +112,7 @@ def record_identity(tdir: Path, profile: profiles.Profile, seed: int) -> None:
 
 def check_identity(tdir: Path, profile: profiles.Profile, seed: int) -> dict:
     """profile.json of a task folder made with this profile and seed; RunError otherwise."""
-    pfile = tdir / "profile.json"
-    if not pfile.exists():
-        raise RunError(
-            f"{tdir} is not a run folder of rulelib (no profile.json); run "
-            f"`python -m rulelib train --task {tdir.name} --out {tdir.parent}` first"
-        )
-    old = atomic.read_json(pfile)
+    old = _read_identity(tdir)
     if old.get("profile") != profile.name or old.get("seed") != seed:
         raise RunError(
             f"{tdir} was made with profile {old.get('profile')!r} seed {old.get('seed')}, "
@@ -140,14 +134,19 @@ def _data_source(tdir: Path) -> str:
 
 def run_identity(tdir) -> tuple[profiles.Profile, int]:
     """(profile, seed) a task folder was made with; RunError when the folder is not a run."""
-    tdir = Path(tdir)
-    if not (tdir / "profile.json").exists():
+    info = _read_identity(Path(tdir))
+    return profiles.get(info["profile"]), int(info["seed"])
+
+
+def _read_identity(tdir: Path) -> dict:
+    """tdir/profile.json; RunError naming the command to run when the folder is not a run."""
+    pfile = tdir / "profile.json"
+    if not pfile.exists():
         raise RunError(
             f"{tdir} is not a run folder of rulelib (no profile.json); run "
             f"`python -m rulelib train --task {tdir.name} --out {tdir.parent}` first"
         )
-    info = atomic.read_json(tdir / "profile.json")
-    return profiles.get(info["profile"]), int(info["seed"])
+    return atomic.read_json(pfile)
 
 
 # --------------------------------------------------------------------------------------------------
