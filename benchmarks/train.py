@@ -4,6 +4,7 @@
     python benchmarks/train.py --preset paper --project   # GPU: + the paper protocol's time
     python benchmarks/train.py --variants --auto     # + each eager candidate, the auto choice
     python benchmarks/train.py --variants --compiled --auto --repeats 5   # + compiled ones
+    python benchmarks/train.py --bound --no-train --no-sample  # convolutions' share: Amdahl's bound
     python benchmarks/train.py --run runs/x/A        # + DDIM-50 vs DDPM rule metrics of a run
     python benchmarks/train.py --no-train --no-sample --run runs/x/A   # that check alone
 
@@ -43,8 +44,10 @@ import numpy as np
 import torch
 
 
-def reference_loop(preset, images, batch_size, steps, warmup, device, seed=0, ema=True):
-    """The diffusers-example training loop; returns images/s over `steps` timed steps."""
+def reference_loop(preset, images, batch_size, steps, warmup, device, seed=0, ema=True,
+                   on_step=None):  # fmt: skip
+    """The diffusers-example training loop; returns images/s over `steps` timed steps.
+    `on_step`: called after every step (a profiler's `step`)."""
     import torch.nn.functional as F
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
@@ -80,6 +83,8 @@ def reference_loop(preset, images, batch_size, steps, warmup, device, seed=0, em
                 ema_model.step(model.parameters())
             loss.item()  # the example logs the loss every step
             done += 1
+            if on_step is not None:
+                on_step()
             if done == warmup + steps:
                 return steps * batch_size / (time.perf_counter() - t0)
 
@@ -146,6 +151,56 @@ def profile_step(preset, images, bs, device, lev, steps=5, rows=12):
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(f"profile of {steps} steps, {lev.name}, batch {bs}:")
     print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=50))
+
+
+CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward")
+
+
+def _self_ms(prof, steps) -> tuple[float, float]:
+    """(all operators, convolutions) self CPU time per step in ms of a finished profile.
+    Self times partition the step's operator time, so they add up; a convolution's self time is
+    the oneDNN kernel's (forward `mkldnn_convolution`, backward `convolution_backward`)."""
+    ev = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in ev) / 1e3 / steps
+    conv = sum(e.self_cpu_time_total for e in ev if e.key in CONV_OPS) / 1e3 / steps
+    return total, conv
+
+
+def conv_bound(preset, images, bs, device, steps=5, warmup=3):
+    """Amdahl's bound on any trainer that computes the same fp32 convolutions: profile the
+    reference loop and our fp32 step in NCHW and channels_last (torch.profiler, `steps` steps
+    after `warmup`), and divide the reference's step time by the fastest layout's convolution
+    time.  On a CPU whose only faster arithmetic is emulated (bf16 on AVX2), no lever that keeps
+    fp32 convolutions can beat that bound; prints the shares and the bound."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    from rulelib.diffusion import levers, unet
+    from rulelib.diffusion.schedule import Schedule, images_to_tensor
+
+    plan = schedule(wait=0, warmup=warmup, active=steps, repeat=1)
+    with profile(activities=[ProfilerActivity.CPU], schedule=plan) as prof:
+        reference_loop(preset, images, bs, steps + warmup, 0, device, on_step=prof.step)
+    ref_total, ref_conv = _self_ms(prof, steps)
+    print(f"batch {bs:4d}: reference loop  {ref_total:7.1f} ms/step, convolutions "
+          f"{ref_conv:6.1f} ms ({ref_conv / ref_total:.0%})")  # fmt: skip
+    best = float("inf")
+    for cl in (False, True):
+        lev = levers.Levers(False, cl, False, torch.get_num_threads())
+        torch.manual_seed(0)
+        st = levers.Step(unet.build(preset).to(device), lev, device)
+        x0 = images_to_tensor(images[:bs], device).contiguous(memory_format=st.fmt)
+        opt = torch.optim.AdamW(st.params, lr=3e-4, **levers.adamw_kernel(device))
+        s, gen = Schedule().to(device), torch.Generator(device=device).manual_seed(0)
+        with profile(activities=[ProfilerActivity.CPU], schedule=plan) as prof:
+            for _ in range(steps + warmup):
+                st.step(s, x0, gen, opt)
+                prof.step()
+        total, conv = _self_ms(prof, steps)
+        best = min(best, conv)
+        print(f"            ours {lev.name:20s} {total:7.1f} ms/step, convolutions "
+              f"{conv:6.1f} ms ({conv / total:.0%})")  # fmt: skip
+    print(f"            bound with fp32 convolutions: reference step / fastest convolutions = "
+          f"{ref_total / best:.2f}x")  # fmt: skip
 
 
 def spread(xs) -> str:
@@ -382,6 +437,11 @@ def main(argv=None):
         action="store_true",
         help="torch.profiler of the step, fp32 NCHW and channels_last, first batch",
     )
+    p.add_argument(
+        "--bound",
+        action="store_true",
+        help="profile the convolutions' share: the bound on any fp32 trainer, every batch",
+    )
     p.add_argument("--auto", action="store_true", help="time the trainer's automatic choice too")
     p.add_argument("--auto-steps", type=int, default=100_000,
                    help="run length the rule and the automatic choice are made for (compiled "
@@ -428,6 +488,9 @@ def main(argv=None):
         for cl in (False, True):
             lev = levers.Levers(False, cl, False, torch.get_num_threads())
             profile_step(preset, images, a.batches[0], device, lev)
+    if a.bound:
+        for bs in a.batches:
+            conv_bound(preset, images, bs, device)
     train16 = None if a.no_train else train_comparison(a, device, preset, steps, warmup, images)
     if gpu:
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")

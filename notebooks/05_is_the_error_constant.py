@@ -126,14 +126,16 @@ print(f"empirical optimum on {len(few)} images: copy rate {copy_rate:.3f}, large
       f"distance {d[:, 0].max():.3f} (fresh images lie ~5 apart)")  # fmt: skip
 assert copy_rate == 1.0 and d[:, 0].max() < 0.1
 
-x_t = torch.randn(4, 3, 32, 32)
+x_t = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 tt = torch.full((4,), 300)
 whole = denoisers.LocalDenoiser(few, schedule, patch=63, memory=0).x0(x_t, tt)
 five = denoisers.LocalDenoiser(few, schedule, patch=5).x0(x_t, tt)
 gap_whole = (whole - emp.x0(x_t, tt)).abs().max().item()
 gap_five = (five - emp.x0(x_t, tt)).abs().max().item()
 print(f"max |local - empirical|: patch 63 {gap_whole:.2e}, patch 5 {gap_five:.2f}")
-assert gap_whole < 1e-4 < 0.05 < gap_five
+# equal up to float32 rounding of the patch distances (~1e-4 here: logits of a few hundred with
+# 7 significant digits), and far from the 5-px machine, which differs by order 1
+assert gap_whole < 1e-3 < 0.05 < gap_five
 
 # %% [markdown]
 # ## 2. The model-class table
@@ -270,7 +272,9 @@ for name in TASKS:
 # ## 3. Training length and training-set size
 # The committed study results (`results/study/`): rule metrics of the novel images at each
 # checkpoint of the length arm (the quick profile's settings trained on), with the plateau fit
-# where at least four checkpoints are scored.  First the fit itself, on a synthetic curve with a
+# on the checkpoints where the coarse rule is drawn (at least 80 % of the samples measurable:
+# before that, the fine-rule error of the few measurable images follows their selection, not a
+# decay) once four of them are scored.  First the fit itself, on a synthetic curve with a
 # known plateau at the length arm's checkpoints (4 % noise): it must find c within three standard
 # errors, and tell it from a curve without plateau (c = 0).
 
@@ -346,7 +350,10 @@ for run, fd in fits.items():
         lo, hi = f["c_ci"]
         verdict = ("the plateau is above zero" if lo > 0.001 else
                    "a plateau at zero is not excluded")  # fmt: skip
-        lines.append(f"**{run}** ({len(sub)} checkpoints, {span}): residual std fit c = "
+        lines.append(f"**{run}** ({len(sub)} checkpoints, {span}): residual std fit (the "
+                     f"{f['n_points']} checkpoints from {f.get('from_images', 0):,} images, "
+                     f"where at least {f.get('min_measurable', 0):.0%} of the samples are "
+                     f"measurable) c = "
                      f"{f['c']:.4f} [{lo:.4f}, {hi:.4f}], b = {f['b']:.2f}; {verdict}; the last "
                      f"checkpoint's residual std is {f['last']:.4f}.")  # fmt: skip
     else:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from rulelib import tasks
-from rulelib.tasks import measure, render
+from rulelib.tasks import fit, measure, render, segment
 
 sys.path.insert(0, str(Path(__file__).parent))
 import degrade  # noqa: E402  (tests/degrade.py: test helpers, not library code)
@@ -209,3 +209,87 @@ def test_disk_fit_recovers_a_disk_cut_by_the_canvas():
     # the centroid of the visible part would be biased by up to a pixel or more
     centroid = (cov.sum(1) * (np.arange(W) + 0.5)).sum(1) / cov.sum((1, 2))
     assert np.abs(centroid - cx).max() > 0.5
+
+
+# ---- the fast paths give the numbers of the direct computations ------------------------------
+
+
+def test_uint8_middle_values_are_numpy_order_statistics():
+    rng = np.random.default_rng(4)
+    v = rng.integers(0, 256, (300, 342), dtype=np.uint8)
+    v[:100, :200] = 255  # over half white: the fast path
+    v[100:150, :171] = 255  # exactly half white: not the fast path
+    v[150:200] = rng.integers(250, 256, (50, 342), dtype=np.uint8)  # near white, ties
+    lo, hi = segment._u8_middle(v, 255)
+    srt = np.sort(v, axis=1)
+    np.testing.assert_array_equal(lo, srt[:, 170])
+    np.testing.assert_array_equal(hi, srt[:, 171])
+
+
+@pytest.mark.parametrize("degraded", [False, True])
+def test_background_from_uint8_matches_the_float_path(degraded):
+    """The histogram medians and the per-plane tables of uint8 input (clean: mostly white,
+    degraded: noisy planes corrected by table lookup) give the float path's numbers."""
+    task = tasks.get("A")
+    images, _ = task.sample(300, seed=6)
+    if degraded:
+        images = degrade.degrade(images, seed=7)
+    ink, u8 = segment.ink_planes(images)
+    assert u8 is not None
+    fast = segment.background(ink.copy(), u8)
+    slow = segment.background(ink.copy())
+    for a, b in zip(fast, slow):
+        np.testing.assert_allclose(a, b, atol=2e-6)
+    # the cases differ: noise std 0.05 found in degraded images, none in clean renders
+    assert (fast[2] > 0.02).mean() > 0.9 if degraded else (fast[2] < 0.01).mean() > 0.9
+
+
+def test_fast_disk_profiles_and_jacobian_match_the_corner_areas():
+    rng = np.random.default_rng(7)
+    cx, cy, r = rng.uniform(-2, 34, 400), rng.uniform(-2, 34, 400), rng.uniform(0.3, 12, 400)
+    px, qy, J = fit.disk_profiles(cx, cy, r, grad=True)
+    ref, J_ref = fit._disk_profiles_general(cx, cy, r, W, True)
+    inside = (cx - r >= 0) & (cx + r <= W) & (cy - r >= 0) & (cy + r <= W)
+    assert 0.2 < inside.mean() < 0.8  # both paths exercised
+    np.testing.assert_allclose(np.concatenate([px, qy], 1), ref, atol=1e-9)
+    np.testing.assert_allclose(J, J_ref, atol=1e-9)
+
+
+def test_psi_evaluated_near_the_edges_only_matches_the_full_evaluation():
+    from scipy.special import ndtr
+
+    rng = np.random.default_rng(8)
+    for scale in (3.0, 30.0):  # mostly near (full evaluation) / mostly far (masked)
+        t = rng.normal(0, scale, (200, 33))
+        psi, cdf, pdf = fit._psi(t)
+        ref_cdf, ref_pdf = ndtr(t), np.exp(-0.5 * t * t) / np.sqrt(2 * np.pi)
+        np.testing.assert_allclose(cdf, ref_cdf, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(pdf, ref_pdf, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(psi, t * ref_cdf + ref_pdf, rtol=1e-15, atol=1e-15)
+
+
+def test_dilate_is_a_square_maximum_filter():
+    from scipy import ndimage
+
+    mask = np.random.default_rng(9).random((50, W, W)) < 0.03
+    for it in (1, 2):
+        ref = ndimage.maximum_filter(mask.view(np.uint8), size=(1, 2 * it + 1, 2 * it + 1))
+        np.testing.assert_array_equal(segment.dilate(mask, it), ref > 0)
+
+
+def test_grouped_disk_coverage_is_the_renderers():
+    rng = np.random.default_rng(10)
+    cx, cy, r = rng.uniform(0, 32, 500), rng.uniform(0, 32, 500), rng.uniform(0.5, 10, 500)
+    ref = render.disk_coverage(cx, cy, r)
+    np.testing.assert_allclose(fit.disk_coverage(cx, cy, r), ref, rtol=0, atol=1e-12)
+
+
+def test_blocks_of_any_size_give_the_same_answers(monkeypatch):
+    task = tasks.get("B")
+    images = degrade.perturb_scene(task, task.scene(300, seed=12), seed=13)
+    f1, ok1 = task.measure(images)
+    monkeypatch.setattr(measure, "CHUNK", 64)
+    f2, ok2 = task.measure(images)
+    np.testing.assert_array_equal(ok1, ok2)
+    for k in f1:
+        np.testing.assert_array_equal(f1[k], f2[k])

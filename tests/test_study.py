@@ -47,6 +47,33 @@ def test_plateau_fit_refuses_too_few_points():
     assert se_from_ci([1.0, 1.0 + 2 * 1.959963984540054]) == pytest.approx(1.0)
 
 
+def test_plateau_fit_starts_where_the_coarse_rule_is_drawn():
+    """The fit skips the first phase (few measurable samples, whose fine-rule error rises and
+    falls with that selection), which the power law cannot describe."""
+    c_true = 0.006
+    y, se = _curve(c_true, seed=0)
+    first = X < 40_000
+    y = np.where(first, 0.001, y)  # first phase: few, atypical measurable images
+
+    def rows(measurable):
+        return [{"run": "length_B", "arm": "length", "sampling": "ema ddim", "images": int(x),
+                 "measurable_rate": m, "novel_resid_std": v, "novel_resid_std_lo": v - 1.96 * e,
+                 "novel_resid_std_hi": v + 1.96 * e, "novel_within_5pct": None,
+                 "novel_conforming_pct": None}
+                for x, m, v, e in zip(X, measurable, y, se)]  # fmt: skip
+
+    f = evaluate.fits(rows(np.where(first, 0.3, 0.9)))["length_B"]["resid_std"]
+    assert f["from_images"] == int(X[~first][0]) and f["skipped"] == int(first.sum())
+    assert f["n_points"] == int((~first).sum())
+    assert f["c_ci"][0] <= c_true <= f["c_ci"][1]
+    assert f["chi2"] < 2 * f["n_points"]  # the power law fits the second phase ...
+    ungated = evaluate.fits(rows(np.full(len(X), 0.9)))["length_B"]["resid_std"]
+    assert ungated["chi2"] > 20 * f["chi2"]  # ... and not the first phase with it
+    # no checkpoint measurable enough: no fit, and the note says why
+    note = evaluate.fits(rows(np.full(len(X), 0.5)))["length_B"]["resid_std"]
+    assert "c" not in note and "measurable" in note["note"] and note["from_images"] is None
+
+
 def test_log_checkpoints_are_log_spaced():
     e = arms.log_checkpoints(2000, 512_000)
     assert e[-1] == 256 and e[0] == 4 and list(e) == sorted(set(e))

@@ -125,8 +125,9 @@ def compile_pays(device: torch.device, steps_left: int) -> bool:
 def rule_levers(device: torch.device, steps_left: int, bf16: bool | None = None) -> Levers:
     """The levers without timing: bf16 where `bf16_pays` (unless `bf16` is given), compiled
     where `compile_pays`, channels_last on CUDA and for fp32 on CPU (1.24x NCHW on an AVX-512
-    EPYC, issue 16, and faster on the AVX2 EPYC too, benchmarks/train.py); the CPU's bf16 copy in
-    NCHW, measured fastest on the AMX CPU."""
+    EPYC, issue 16; on the AVX2-only EPYC within the noise of NCHW, 1.07x against 1.10x the
+    reference at batch 16, benchmarks/train.py); the CPU's bf16 copy in NCHW, measured fastest on
+    the AMX CPU."""
     bf16 = bf16_pays(device) if bf16 is None else bf16
     return Levers(
         bf16=bf16,

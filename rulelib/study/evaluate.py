@@ -50,6 +50,12 @@ ERRORS = {
 }
 SOURCE = {"resid_std": "resid_std", "not_within_5pct": "within_5pct",
           "not_conforming": "conforming_pct"}  # fmt: skip
+# The plateau fit starts at the first checkpoint where this share of the samples is measurable
+# (the coarse rule drawn: both objects found, in place): before it, the model is in its first phase
+# (length_B: measurable 2-77 % up to 32 000 images), where the fine-rule error of the few
+# measurable images rises and falls with that selection rather than decaying, which the power
+# law c + a x^-b does not describe.
+FIT_MIN_MEASURABLE = 0.8
 
 
 def _dsm_loss(model, schedule, images: np.ndarray, seed: int) -> float:
@@ -164,28 +170,36 @@ def row(e: dict) -> dict:
 
 
 def fits(rows: list[dict]) -> dict:
-    """Plateau fits of each error against images, per length run, on the novel images."""
+    """Plateau fits of each error against images, per length run, on the novel images, from the
+    first checkpoint with FIT_MIN_MEASURABLE of its samples measurable on (``from_images``)."""
     out = {}
     for name in sorted({r["run"] for r in rows if r["arm"] == "length"}):
         rs = sorted((r for r in rows if r["run"] == name and r["sampling"] == "ema ddim"),
                     key=lambda r: r["images"])  # fmt: skip
+        start = next((i for i, r in enumerate(rs)
+                      if (r["measurable_rate"] or 0.0) >= FIT_MIN_MEASURABLE), len(rs))  # fmt: skip
+        skipped, rs = len(rs[:start]), rs[start:]
         out[name] = {}
         for err, (to_err, label) in ERRORS.items():
             key = "novel_" + SOURCE[err]
             pts = [(r["images"], to_err(r[key]), se_from_ci([r[key + "_lo"], r[key + "_hi"]]))
                    for r in rs if r[key] is not None]  # fmt: skip
+            gate = {"from_images": rs[0]["images"] if rs else None, "skipped": skipped,
+                    "min_measurable": FIT_MIN_MEASURABLE}  # fmt: skip
             if len(pts) < 4:
                 out[name][err] = {
                     "label": label,
                     "n_points": len(pts),
-                    "note": "fewer than 4 checkpoints scored: no fit yet",
+                    "note": f"fewer than 4 checkpoints with >= {FIT_MIN_MEASURABLE:.0%} "
+                    "measurable samples: no fit yet",
+                    **gate,
                 }
                 continue
             x, y, se = map(np.array, zip(*pts))
             try:
-                out[name][err] = {"label": label, **fit_plateau(x, y, se)}
+                out[name][err] = {"label": label, **fit_plateau(x, y, se), **gate}
             except ValueError as e:  # e.g. points whose CI has zero width (no weight)
-                out[name][err] = {"label": label, "n_points": len(pts), "note": str(e)}
+                out[name][err] = {"label": label, "n_points": len(pts), "note": str(e), **gate}
     return out
 
 
@@ -211,8 +225,11 @@ def _figure(rows, fitd, arm, task, path):
             lo, hi = np.minimum(a, b), np.maximum(a, b)
             ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o-", capsize=3, label="novel images")
             f = (fitd.get(f"length_{task}") or {}).get(err, {})
+            if arm == "length" and f.get("skipped") and f.get("from_images"):
+                gate = f"fit from here (>= {f['min_measurable']:.0%} measurable)"
+                ax.axvline(f["from_images"], ls=":", color="grey", label=gate)
             if arm == "length" and f.get("c_ci"):
-                xx = np.geomspace(x.min(), x.max() * 4, 100)
+                xx = np.geomspace(f["from_images"], x.max() * 4, 100)
                 ax.plot(xx, f["c"] + f["a"] * (xx / f["images_0"]) ** (-f["b"]), "k--",
                         label=f"c + a x^-b: c = {f['c']:.3g} "
                         f"[{f['c_ci'][0]:.3g}, {f['c_ci'][1]:.3g}]")  # fmt: skip

@@ -7,6 +7,12 @@ the ink stays linear in the coverage, ``ink_and_classes`` classes the strongly i
 hue (blending with white keeps the hue) and chroma ratio, and ``largest_component`` /
 ``find_object`` pick each object's core (its largest 8-connected component of the expected
 colour) and support (the core dilated).
+
+Speed (the same numbers as the direct computations, checked by tests/test_measure.py): the ink
+is kept as contiguous channel planes (3, n, H, W); for uint8 input the medians of ``background``
+come from per-row histograms of the 256 values (a row over half white, as in clean renders,
+needs none), and the background level and clipping correction of a plane, being functions of
+the pixel value alone, are tabulated once per plane and looked up per pixel.
 """
 
 from __future__ import annotations
@@ -35,11 +41,9 @@ _STRUCT8[1] = True
 # Input checking
 
 
-def to_float(images) -> np.ndarray:
-    """Validate a batch of RGB images and return it as float32 in [0, 1], shape (n, 32, 32, 3).
-
-    Accepts uint8 (0-255) or floating point (0-1) arrays; anything else raises ValueError.
-    """
+def check_images(images) -> np.ndarray:
+    """Validate a batch of RGB images without converting it: the array, shape (n, 32, 32, 3),
+    uint8 (0-255) or floating point (0-1); anything else raises ValueError."""
     a = np.asarray(images)
     if a.ndim == 3 and a.shape[-1] == 3:
         a = a[None]
@@ -48,15 +52,39 @@ def to_float(images) -> np.ndarray:
             f"images must have shape (n, {SIZE}, {SIZE}, 3) with n >= 1, got {a.shape}"
         )
     if a.dtype == np.uint8:
-        return a.astype(np.float32) / 255.0
+        return a
     if not np.issubdtype(a.dtype, np.floating):
         raise ValueError(f"images must be uint8 (0-255) or float (0-1), got dtype {a.dtype}")
-    if np.isnan(a).any():
+    lo, hi = a.min(), a.max()  # both NaN if any value is NaN
+    if np.isnan(lo) or np.isnan(hi):
         raise ValueError(f"images contain {int(np.isnan(a).sum())} NaN values")
-    lo, hi = float(a.min()), float(a.max())
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+    return a
+
+
+def to_float(images) -> np.ndarray:
+    """Validate a batch of RGB images and return it as float32 in [0, 1], shape (n, 32, 32, 3).
+
+    Accepts uint8 (0-255) or floating point (0-1) arrays; anything else raises ValueError.
+    """
+    a = check_images(images)
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
     return a.astype(np.float32)
+
+
+def ink_planes(images):
+    """Validated images as ink planes 1 - pixel, float32 (3, n, H, W) C-contiguous (per-channel
+    work runs on contiguous planes), and for uint8 input the pixel values' planes (else None)."""
+    a = check_images(images)
+    if a.dtype == np.uint8:
+        u8 = np.ascontiguousarray(np.moveaxis(a, -1, 0))
+        ink = u8.astype(np.float32)
+        ink /= 255.0  # the same float32 values as to_float
+        return np.subtract(1.0, ink, out=ink), u8
+    ink = np.empty((3,) + a.shape[:3], dtype=np.float32)
+    return np.subtract(1.0, np.moveaxis(a.astype(np.float32, copy=False), -1, 0), out=ink), None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -68,45 +96,85 @@ _U = np.arange(_G_STEPS * _G_MAX + 1) / _G_STEPS + 0.5 / _G_STEPS  # bin centres
 _G_TABLE = (np.exp(-0.5 * _U * _U) / _SQRT2PI - _U * (1.0 - ndtr(_U))).astype(np.float32)
 
 
-def _unclip(ink, bg):
+def _unclip(ink, bg, u8=None):
     """Remove the bias that clipping at white adds to noisy pixels near white.
 
     A pixel of true ink x >= 0 with Gaussian noise n (std s) clipped at white reads
     y = max(x - n, 0), whose mean exceeds x by s g(x/s), g(u) = phi(u) - u (1 - Phi(u)).  The
     noise std follows from the background (x = 0): mean y = s phi(0).  We subtract s g(y/s)
     (plug-in), which is ~0 for clean images and for strongly inked pixels.  ``bg`` (3, n): mean
-    ink of the background per channel and image (0 where the channel is not clipped).
+    ink of the background per channel and image (0 where the channel is not clipped).  Works in
+    place on ``ink``; ``u8``: the planes' uint8 pixel values (faster), where the input was uint8.
     """
-    s = np.maximum(bg, 0.0) / 0.3989  # (3, n) noise std per channel and image
-    noisy = s > 0.004  # about one uint8 level: below it (clean images) there is nothing to remove
-    if not noisy.any():
+    sel, sn = _noisy_planes(bg)
+    if len(sel) == 0:
         return ink
-    ink = ink.copy()
-    for c in range(3):
-        sel = noisy[c]
-        if not sel.any():
-            continue
-        sn = s[c, sel].astype(np.float32)[:, None, None]
+    planes = ink.reshape(3 * ink.shape[1], -1)
+    if u8 is None:
         # g(u) from a table (steps of 1/200: error below 0.003 s, a tenth of a uint8 level)
-        u = np.minimum(np.maximum(ink[c, sel], 0.0) * (_G_STEPS / sn), _G_STEPS * _G_MAX)
-        ink[c, sel] -= sn * _G_TABLE[u.astype(np.int32)]
+        u = np.minimum(np.maximum(planes[sel], 0.0) * (_G_STEPS / sn), _G_STEPS * _G_MAX)
+        planes[sel] -= sn * _G_TABLE[u.astype(np.int32)]
+        return ink
+    # a noisy plane is clipped, so its ink is _INK_U8 of its pixel values: the correction of each
+    # of the 256 values, once per plane, then looked up per pixel (the same numbers)
+    corr = _unclip_table(sn).ravel()
+    planes[sel] -= corr[u8.reshape(planes.shape)[sel] + _row_offsets(len(sel))]
     return ink
+
+
+def _noisy_planes(bg):
+    """The (channel, image) planes (flat indices) whose clipping ``_unclip`` corrects, and their
+    noise std (m, 1) float32: s = bg / phi(0), where above about one uint8 level (0.004)."""
+    s = (np.maximum(bg, 0.0) / 0.3989).ravel()
+    sel = np.flatnonzero(s > 0.004)  # below: a clean image, nothing to remove
+    return sel, s[sel].astype(np.float32)[:, None]
+
+
+def _unclip_table(sn):
+    """s g(y/s) (m, 256) for the ink y of each uint8 value, per noise std sn (m, 1)."""
+    u = np.minimum(np.maximum(_INK_U8, 0.0)[None, :] * (_G_STEPS / sn), _G_STEPS * _G_MAX)
+    return sn * _G_TABLE[u.astype(np.int32)]
+
+
+def _row_offsets(m):
+    return (np.arange(m, dtype=np.int32) * 256)[:, None]
 
 
 def _window_mean(ink, med, win):
     """Mean ink (3, n) and share of exact zeros (3, n) of the pixels within win (n,) of the
     per-channel median med (3, n) in every channel (the background pixels)."""
-    near = (np.abs(ink - med[:, :, None, None]) < win[:, None, None]).all(0).astype(ink.dtype)
-    cnt = np.maximum(near.sum((1, 2)), 1)
-    level = np.einsum("cnhw,nhw->cn", ink, near) / cnt  # one pass, no temporaries
-    zero = np.einsum(
-        "cnhw,nhw->cn", (ink <= 0).view(np.uint8), near.astype(np.uint8), dtype=np.int64
-    )
-    return level, zero / cnt
+    flat = ink.reshape(3, ink.shape[1], -1)  # (3, n, P): contiguous inner loops, no broadcast
+    inside = np.abs(flat - med[:, :, None]) < win[None, :, None]
+    near = (inside[0] & inside[1] & inside[2]).astype(ink.dtype)  # (n, P)
+    cnt = np.maximum(near.sum(1), 1)
+    # batched dot products (matmul): far faster than einsum or a masked sum here
+    level = (flat[:, :, None, :] @ near[:, :, None])[..., 0, 0] / cnt
+    zero = ((flat <= 0).astype(ink.dtype)[:, :, None, :] @ near[:, :, None])[..., 0, 0]
+    return level, zero.astype(np.float64) / cnt
 
 
-def background(ink):
+_INK_U8 = 1.0 - np.arange(256, dtype=np.float32) / 255.0  # the ink of each uint8 value
+
+
+def _u8_middle(v, top: int):
+    """The two middle values (lower, upper: the median is their mean) of each row of a uint8
+    array (R, m), from the rows' histograms (one bincount and a cumulative sum; no sort).  Fast
+    path: in a row with over half its values equal to ``top`` both are ``top`` (clean images:
+    white pixels, flat differences)."""
+    R, m = v.shape
+    lo, hi = np.full(R, top, dtype=np.int64), np.full(R, top, dtype=np.int64)
+    rest = np.flatnonzero((v == top).sum(1, dtype=np.int32) <= m // 2)
+    if len(rest):
+        idx = v[rest].astype(np.int32)
+        idx += (np.arange(len(rest), dtype=np.int32) * 256)[:, None]
+        cum = np.bincount(idx.ravel(), minlength=len(rest) * 256).reshape(-1, 256).cumsum(1)
+        lo[rest], hi[rest] = (cum <= (m - 1) // 2).sum(1), (cum <= m // 2).sum(1)
+    return lo, hi
+
+
+def background(ink, u8=None):
     """Remove the background from ink planes (3, n, H, W): returns (ink, level (3, n), noise (n,)).
+    ``u8``: the uint8 pixel values' planes of the ink, where the input was uint8 (faster medians).
 
     Generated images drift in colour: a per-channel gain g and offset o turn a pixel p into
     g p + o, so the background reads g + o instead of white and an object's ink becomes
@@ -122,10 +190,20 @@ def background(ink):
     pixel (``ink_and_classes``).
     """
     n = ink.shape[1]
-    # the median of every third pixel (341 of 1024; a third of the cost) is as good a start
-    med = np.median(ink.reshape(3, n, -1)[:, :, ::3], axis=2)  # (3, n)
-    step = np.abs(np.diff(ink[:, :, ::2, :], axis=3)).reshape(3, n, -1)  # every other row
-    sigma = 1.4826 / np.sqrt(2.0) * np.median(step, axis=2)  # (3, n)
+    # the median of every third pixel (342 of 1024; a third of the cost) is as good a start; the
+    # noise from the differences along every other row
+    if u8 is None:
+        med = np.median(ink.reshape(3, n, -1)[:, :, ::3], axis=2)  # (3, n)
+        step = np.abs(np.diff(ink[:, :, ::2, :], axis=3)).reshape(3, n, -1)
+        sigma = 1.4826 / np.sqrt(2.0) * np.median(step, axis=2)  # (3, n)
+    else:  # the same medians from histograms of the 256 pixel values (no sort)
+        # the ink of the median value (ink falls as the value rises: the same two middle values)
+        lo, hi = _u8_middle(u8.reshape(3 * n, -1)[:, ::3], 255)
+        med = (0.5 * (_INK_U8[lo] + _INK_U8[hi])).reshape(3, n)
+        rows = u8[:, :, ::2, :].astype(np.int16)
+        step = np.abs(rows[..., 1:] - rows[..., :-1]).astype(np.uint8).reshape(3 * n, -1)
+        lo, hi = _u8_middle(step, 0)
+        sigma = (1.4826 / np.sqrt(2.0) / 255.0 * 0.5 * (lo + hi)).reshape(3, n)
     level, zero = _window_mean(ink, med, np.full(n, 0.15, dtype=ink.dtype))
     # a channel at white clips half its noise to 0, and so its differences: there the std is
     # s = mean ink / phi(0) of the clipped noise (as in _unclip), when half of it reads 0
@@ -136,22 +214,32 @@ def background(ink):
         lw, zw = _window_mean(ink[:, wide], med[:, wide], (3 * noise[wide]).astype(ink.dtype))
         level[:, wide], zero[:, wide] = lw, zw
     clipped = zero > 0.2
-    ink = ink - np.where(clipped, 0.0, level).astype(ink.dtype)[:, :, None, None]
-    ink = _unclip(ink, np.where(clipped, level, 0.0))
-    return ink, np.where(clipped, 0.0, level), noise
+    lev, bg = np.where(clipped, 0.0, level).astype(ink.dtype), np.where(clipped, level, 0.0)
+    sel, sn = _noisy_planes(bg)
+    if u8 is not None and len(sel) > 0.25 * lev.size:
+        # noisy images: the corrected ink of a plane is a function of the pixel value alone,
+        # (_INK_U8 - level) - s g(y / s) as below, so it is tabulated once per plane (256
+        # values) and looked up per pixel: one gather instead of a subtraction and _unclip
+        corr = np.zeros((lev.size, 256), dtype=ink.dtype)
+        corr[sel] = _unclip_table(sn)
+        table = ((_INK_U8[None, :] - lev.reshape(-1, 1)) - corr).ravel()
+        out = table[u8.reshape(lev.size, -1) + _row_offsets(lev.size)]
+        return out.reshape(ink.shape), lev, noise
+    flat = ink.reshape(3, n, -1) - lev[:, :, None]
+    return _unclip(flat.reshape(ink.shape), bg, u8), lev, noise  # (in place on a new array)
 
 
-def ink_and_classes(img: np.ndarray, with_grey: bool = True):
-    """Background-corrected ink planes (3, n, H, W), strength (n, H, W) and colour-class masks;
-    classes["strong"] marks the object pixels of every colour.
+def ink_and_classes(images, with_grey: bool = True):
+    """Background-corrected ink planes (3, n, H, W), strength (n, H, W) and colour-class masks of
+    a batch of images (validated: ``check_images``); classes["strong"] marks the object pixels of
+    every colour.
 
     ``with_grey``: whether the scene has a dark grey object.  If not, every chromatic enough pixel
     (rho >= 0.08) is classed by hue alone, so that low-saturation blues are never taken for grey.
     With grey (task A), the grey/blue split of rho is set per image between the two clusters of
     rho values of the strongly inked, non-yellow pixels (1-D 2-means), falling back to GREY_RHO.
     """
-    ink = 1.0 - np.moveaxis(img, -1, 0)  # (3, n, H, W): channel planes are contiguous and fast
-    ink, _, noise = background(ink)
+    ink, noise = background(*ink_planes(images))[::2]
     r, g, b = ink[0], ink[1], ink[2]
     mx = np.maximum(np.maximum(r, g), b)
     mn = np.minimum(np.minimum(r, g), b)
@@ -159,8 +247,15 @@ def ink_and_classes(img: np.ndarray, with_grey: bool = True):
     # threshold, noise above 0.05 would scatter "object pixels" over the background)
     strong = mx >= np.maximum(STRONG, NOISE_Z * noise)[:, None, None].astype(mx.dtype)
     # colour of the strongly inked pixels only (a small share of the canvas)
-    at = np.nonzero(strong)
-    rs, gs, bs, mxs, mns = r[at], g[at], b[at], mx[at], mn[at]
+    at = np.flatnonzero(strong)  # flat indices: cheaper to take and put than index tuples
+    planes = ink.reshape(3, -1)
+    rs, gs, bs, mxs, mns = (
+        planes[0, at],
+        planes[1, at],
+        planes[2, at],
+        mx.ravel()[at],
+        mn.ravel()[at],
+    )
     chroma = mxs - mns
     rho_s = chroma / np.maximum(mxs, 1e-6)
     # hue of the pixel colour p = 1 - ink (blending with white keeps the hue); the largest channel
@@ -178,13 +273,13 @@ def ink_and_classes(img: np.ndarray, with_grey: bool = True):
 
     def scatter(values):
         out = np.zeros(strong.shape, dtype=bool)
-        out[at] = values
+        out.ravel()[at] = values
         return out
 
     classes = {"yellow": scatter((rho_s >= 0.4) & yellow_hue)}  # the yellow box has rho >= 0.61
     if with_grey:
         rho = np.zeros(strong.shape, dtype=np.float32)
-        rho[at] = rho_s
+        rho.ravel()[at] = rho_s
         w = (strong & (mx >= 0.3) & ~classes["yellow"]).astype(np.float32)
         lo = np.full(len(mx), 0.05, dtype=np.float32)
         hi = np.full(len(mx), 0.5, dtype=np.float32)
@@ -197,14 +292,14 @@ def ink_and_classes(img: np.ndarray, with_grey: bool = True):
             hi = np.where(nhi > 0, (rho * hi_m).sum((1, 2)) / np.maximum(nhi, 1), hi)
         sep = (hi - lo) >= 0.08
         t = np.where(sep, np.clip(0.5 * (lo + hi), 0.1, 0.35), GREY_RHO)
-        chromatic = rho_s >= t[at[0]]
+        chromatic = rho_s >= t[at // strong[0].size]  # each pixel's image's threshold
         classes["grey"] = scatter(~chromatic)
     else:
         chromatic = rho_s >= 0.08
         classes["grey"] = np.zeros_like(strong)
     classes["blue"] = scatter(chromatic & blue_hue)
     classes["strong"] = strong
-    return np.moveaxis(ink, 0, -1), mx, classes
+    return ink, mx, classes
 
 
 def largest_component(mask: np.ndarray, weight: np.ndarray):
@@ -219,9 +314,10 @@ def largest_component(mask: np.ndarray, weight: np.ndarray):
     size2 = np.zeros(n, dtype=np.int64)
     if nlab == 0:
         return core, size1, size2
-    flat = lab.ravel()
+    at = np.flatnonzero(mask)  # the labelled pixels only: a small share of the canvas
+    flat = lab.ravel()[at]
     cnt = np.bincount(flat, minlength=nlab + 1)[1:]
-    mass = np.bincount(flat, weights=weight.ravel(), minlength=nlab + 1)[1:]
+    mass = np.bincount(flat, weights=weight.ravel()[at], minlength=nlab + 1)[1:]
     # labels are numbered in raster order, so image i holds the labels up to its largest one
     last = np.maximum.accumulate(lab.reshape(n, -1).max(1))
     owner = np.searchsorted(last, np.arange(1, nlab + 1))
@@ -244,10 +340,36 @@ def largest_component(mask: np.ndarray, weight: np.ndarray):
 
 
 def dilate(mask, iterations):
-    """Dilate (n, H, W) masks by a 3x3 square ``iterations`` times, image by image (a separable
-    maximum filter of width 2 iterations + 1: the same result, faster)."""
-    w = 2 * iterations + 1
-    return ndimage.maximum_filter(mask.view(np.uint8), size=(1, w, w), mode="constant") > 0
+    """Dilate (n, H, W) masks by a 3x3 square ``iterations`` times, image by image: a maximum
+    over the 3x3 neighbourhood, as shifted ORs along each axis (separable; the same result as
+    ``ndimage.binary_dilation`` with a 3x3 square, several times faster on 32x32 images)."""
+    out = np.array(mask, dtype=bool)
+    for axis in (1, 2):
+        for _ in range(iterations):
+            src = out.copy()
+            lo = [slice(None)] * 3
+            hi = [slice(None)] * 3
+            lo[axis], hi[axis] = slice(1, None), slice(None, -1)
+            out[tuple(lo)] |= src[tuple(hi)]
+            out[tuple(hi)] |= src[tuple(lo)]
+    return out
+
+
+def project(ink, d):
+    """sum_c ink_c d_c (n, H, W) of ink planes (3, n, H, W) along per-image vectors d (n, 3)."""
+    d = d.T[:, :, None, None]
+    out = ink[0] * d[0]
+    out += ink[1] * d[1]
+    out += ink[2] * d[2]
+    return out
+
+
+def mean_ink(ink, mask):
+    """Mean ink vector (n, 3) over the pixels of masks (n, H, W) (0 where a mask is empty)."""
+    n = mask.shape[0]
+    m = mask.reshape(n, -1, 1)
+    tot = (ink.reshape(3, n, 1, -1) @ m.astype(ink.dtype))[..., 0, 0].T  # batched dot products
+    return tot / np.maximum(m.sum(1), 1)  # (float64, as the count)
 
 
 def find_object(mask, ink, strength, grow: int):
@@ -259,6 +381,5 @@ def find_object(mask, ink, strength, grow: int):
     core, s1, s2 = largest_component(mask, strength)
     smax = np.where(core, strength, 0.0).max((1, 2))
     full = core & (strength >= 0.75 * smax[:, None, None])
-    cnt = np.maximum(full.sum((1, 2)), 1)
-    d = np.einsum("nhwc,nhw->nc", ink, full.astype(ink.dtype)) / cnt[:, None]
+    d = mean_ink(ink, full)
     return core, s1, s2, d, dilate(core, grow)
