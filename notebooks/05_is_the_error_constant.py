@@ -349,7 +349,8 @@ for run, fd in fits.items():
     if "c" in f:
         lo, hi = f["c_ci"]
         verdict = ("the plateau is above zero" if lo > 0.001 else
-                   "a plateau at zero is not excluded")  # fmt: skip
+                   f"a plateau at zero is not excluded, and one above {hi:.4f} is ruled out "
+                   f"(95 %)")  # fmt: skip
         lines.append(f"**{run}** ({len(sub)} checkpoints, {span}): residual std fit (the "
                      f"{f['n_points']} checkpoints from {f.get('from_images', 0):,} images, "
                      f"where at least {f.get('min_measurable', 0):.0%} of the samples are "
