@@ -129,11 +129,9 @@ def auto_choice(preset, images, bs, device, run_steps):
     return lev, how
 
 
-def profile_step(preset, images, bs, device, lev, steps=5, rows=12):
-    """torch.profiler over `steps` training steps (rulelib.diffusion.levers.Step, after two
-    warm-up steps) under the levers `lev`: prints the operators with the most self time."""
-    from torch.profiler import ProfilerActivity, profile
-
+def training_step(preset, images, bs, device, lev):
+    """A seeded `rulelib.diffusion.levers.Step` of the network under the levers `lev` at batch bs,
+    as a no-argument callable running one AdamW step (for the profiles)."""
     from rulelib.diffusion import levers, unet
     from rulelib.diffusion.schedule import Schedule, images_to_tensor
 
@@ -142,12 +140,21 @@ def profile_step(preset, images, bs, device, lev, steps=5, rows=12):
     x0 = images_to_tensor(images[:bs], device).contiguous(memory_format=st.fmt)
     opt = torch.optim.AdamW(st.params, lr=3e-4, **levers.adamw_kernel(device))
     s, gen = Schedule().to(device), torch.Generator(device=device).manual_seed(0)
+    return lambda: st.step(s, x0, gen, opt)
+
+
+def profile_step(preset, images, bs, device, lev, steps=5, rows=12):
+    """torch.profiler over `steps` training steps (rulelib.diffusion.levers.Step, after two
+    warm-up steps) under the levers `lev`: prints the operators with the most self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = training_step(preset, images, bs, device, lev)
     for _ in range(2):
-        st.step(s, x0, gen, opt)
+        step()
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=acts) as prof:
         for _ in range(steps):
-            st.step(s, x0, gen, opt)
+            step()
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(f"profile of {steps} steps, {lev.name}, batch {bs}:")
     print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=50))
@@ -174,8 +181,7 @@ def conv_bound(preset, images, bs, device, steps=5, warmup=3):
     fp32 convolutions can beat that bound; prints the shares and the bound."""
     from torch.profiler import ProfilerActivity, profile, schedule
 
-    from rulelib.diffusion import levers, unet
-    from rulelib.diffusion.schedule import Schedule, images_to_tensor
+    from rulelib.diffusion import levers
 
     plan = schedule(wait=0, warmup=warmup, active=steps, repeat=1)
     with profile(activities=[ProfilerActivity.CPU], schedule=plan) as prof:
@@ -186,14 +192,10 @@ def conv_bound(preset, images, bs, device, steps=5, warmup=3):
     best = float("inf")
     for cl in (False, True):
         lev = levers.Levers(False, cl, False, torch.get_num_threads())
-        torch.manual_seed(0)
-        st = levers.Step(unet.build(preset).to(device), lev, device)
-        x0 = images_to_tensor(images[:bs], device).contiguous(memory_format=st.fmt)
-        opt = torch.optim.AdamW(st.params, lr=3e-4, **levers.adamw_kernel(device))
-        s, gen = Schedule().to(device), torch.Generator(device=device).manual_seed(0)
+        step = training_step(preset, images, bs, device, lev)
         with profile(activities=[ProfilerActivity.CPU], schedule=plan) as prof:
             for _ in range(steps + warmup):
-                st.step(s, x0, gen, opt)
+                step()
                 prof.step()
         total, conv = _self_ms(prof, steps)
         best = min(best, conv)

@@ -96,7 +96,7 @@ _U = np.arange(_G_STEPS * _G_MAX + 1) / _G_STEPS + 0.5 / _G_STEPS  # bin centres
 _G_TABLE = (np.exp(-0.5 * _U * _U) / _SQRT2PI - _U * (1.0 - ndtr(_U))).astype(np.float32)
 
 
-def _unclip(ink, bg, u8=None):
+def _unclip(ink, bg):
     """Remove the bias that clipping at white adds to noisy pixels near white.
 
     A pixel of true ink x >= 0 with Gaussian noise n (std s) clipped at white reads
@@ -104,21 +104,15 @@ def _unclip(ink, bg, u8=None):
     noise std follows from the background (x = 0): mean y = s phi(0).  We subtract s g(y/s)
     (plug-in), which is ~0 for clean images and for strongly inked pixels.  ``bg`` (3, n): mean
     ink of the background per channel and image (0 where the channel is not clipped).  Works in
-    place on ``ink``; ``u8``: the planes' uint8 pixel values (faster), where the input was uint8.
+    place on ``ink``.  (Mostly noisy uint8 batches take ``background``'s per-plane table instead.)
     """
     sel, sn = _noisy_planes(bg)
     if len(sel) == 0:
         return ink
     planes = ink.reshape(3 * ink.shape[1], -1)
-    if u8 is None:
-        # g(u) from a table (steps of 1/200: error below 0.003 s, a tenth of a uint8 level)
-        u = np.minimum(np.maximum(planes[sel], 0.0) * (_G_STEPS / sn), _G_STEPS * _G_MAX)
-        planes[sel] -= sn * _G_TABLE[u.astype(np.int32)]
-        return ink
-    # a noisy plane is clipped, so its ink is _INK_U8 of its pixel values: the correction of each
-    # of the 256 values, once per plane, then looked up per pixel (the same numbers)
-    corr = _unclip_table(sn).ravel()
-    planes[sel] -= corr[u8.reshape(planes.shape)[sel] + _row_offsets(len(sel))]
+    # g(u) from a table (steps of 1/200: error below 0.003 s, a tenth of a uint8 level)
+    u = np.minimum(np.maximum(planes[sel], 0.0) * (_G_STEPS / sn), _G_STEPS * _G_MAX)
+    planes[sel] -= sn * _G_TABLE[u.astype(np.int32)]
     return ink
 
 
@@ -134,10 +128,6 @@ def _unclip_table(sn):
     """s g(y/s) (m, 256) for the ink y of each uint8 value, per noise std sn (m, 1)."""
     u = np.minimum(np.maximum(_INK_U8, 0.0)[None, :] * (_G_STEPS / sn), _G_STEPS * _G_MAX)
     return sn * _G_TABLE[u.astype(np.int32)]
-
-
-def _row_offsets(m):
-    return (np.arange(m, dtype=np.int32) * 256)[:, None]
 
 
 def _window_mean(ink, med, win):
@@ -223,10 +213,10 @@ def background(ink, u8=None):
         corr = np.zeros((lev.size, 256), dtype=ink.dtype)
         corr[sel] = _unclip_table(sn)
         table = ((_INK_U8[None, :] - lev.reshape(-1, 1)) - corr).ravel()
-        out = table[u8.reshape(lev.size, -1) + _row_offsets(lev.size)]
+        out = table[u8.reshape(lev.size, -1) + (np.arange(lev.size, dtype=np.int32) * 256)[:, None]]
         return out.reshape(ink.shape), lev, noise
     flat = ink.reshape(3, n, -1) - lev[:, :, None]
-    return _unclip(flat.reshape(ink.shape), bg, u8), lev, noise  # (in place on a new array)
+    return _unclip(flat.reshape(ink.shape), bg), lev, noise  # (in place on a new array)
 
 
 def ink_and_classes(images, with_grey: bool = True):
