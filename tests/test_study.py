@@ -6,7 +6,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 
+from rulelib.diffusion import checkpoint
+from rulelib.diffusion import train as trainer
 from rulelib.run import profiles
 from rulelib.study import arms, command, evaluate
 from rulelib.study.fit import fit_plateau, plateau, se_from_ci
@@ -125,6 +129,30 @@ def test_size_run_trains_resumes_and_is_scored(tmp_path, monkeypatch):
     out = evaluate.summarise(tmp_path, tmp_path / "summary")
     assert len(out["rows"]) == 2 and (tmp_path / "summary" / "study.csv").exists()
     assert (tmp_path / "summary" / "size_B.png").exists()
+
+
+def test_resume_points_are_resumed_from_and_then_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(arms, "RESUME_IMAGES", 16)  # a resume point every epoch of 16 images
+    run = arms.size_run("B", 16, images=64)
+    assert run.epochs == (1, 2, 4) and run.train_config().ckpt_every == 1
+    whole = arms.train_run(tmp_path / "whole", run, progress=False)
+    assert whole == {"finished": True, "epochs": [1, 2, 4]}  # the resume point 3 is gone
+    # a job cut off after the resume point of epoch 3: resumes there and ends on the same bits
+    cut = tmp_path / "cut"
+    arms.train_run(cut, run, progress=False, time_limit_s=0)
+    arms.train_run(cut, run, progress=False, time_limit_s=0)
+    cfg = dataclasses.replace(run.train_config(), epochs=3)
+    trainer.train(cfg, run.training_set(), arms.run_dir(cut, run), resume=True, progress=False)
+    assert arms.trained_epochs(cut, run) == [1, 2, 3]
+    assert arms.train_run(cut, run, progress=False)["epochs"] == [1, 2, 4]
+    last = json.loads((arms.run_dir(cut, run) / "train_log.jsonl").read_text().splitlines()[-1])
+    assert round(last["images_per_s"] * last["seconds"]) == 16  # one epoch: resumed from 3, not 2
+    a, b = (arms.run_dir(d, run) / "checkpoints/epoch_000004" for d in (tmp_path / "whole", cut))
+    for f in ("model.safetensors", "ema.safetensors"):
+        wa, wb = load_file(a / f), load_file(b / f)
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(ValueError, match="newest"):
+        checkpoint.remove(arms.run_dir(cut, run), [4])
 
 
 def test_command_line_builds_the_runs():

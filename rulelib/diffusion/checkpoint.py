@@ -4,8 +4,9 @@ Every `ckpt_every` epochs (and at the end) a folder `checkpoints/epoch_XXXXXX/` 
 `model.safetensors` (raw weights), `ema.safetensors`, `state.pt` (optimizer, RNG states of torch
 CPU, CUDA, numpy and the data generator, epoch, step, a hash of the training data) and
 `config.json`. The folder is written under a temporary name and renamed into place (atomic), then
-the pointer file `checkpoints/latest` is replaced atomically. Every checkpoint is kept: the
-training-length sweep evaluates them all.
+the pointer file `checkpoints/latest` is replaced atomically. Every checkpoint is kept unless its
+caller removes it with `remove` (the study's arms write resume points between the checkpoints they
+score and remove them once the next scored one exists).
 
 Faults.  A save that fails (a full disk, a read-only folder) removes its temporary folder and
 raises the OSError with the checkpoint file it was writing; the earlier checkpoints are untouched.
@@ -230,6 +231,27 @@ def load_model(run_dir_or_ckpt, *, weights: str = "raw", device="cpu"):
     m = _CKPT_RE.match(ck.name)
     epoch = int(m.group(1)) if m else int(_load_state(ck / "state.pt")["epoch"])
     return model.to(device).eval(), cfg, epoch
+
+
+def remove(run_dir, epochs) -> list[int]:
+    """Delete the complete checkpoints of ``epochs`` (never the newest one, which `latest` names
+    and a resumed run starts from). Each folder is first renamed to a temporary name, so a run
+    killed midway leaves a `.tmp-*` folder that `clean` removes, never a half-deleted checkpoint.
+    Returns the epochs removed."""
+    ckpts = list_checkpoints(run_dir)
+    if not ckpts:
+        return []
+    newest = ckpts[-1][0]
+    if newest in set(epochs):
+        raise ValueError(f"refusing to remove the newest checkpoint (epoch {newest}) of {run_dir}")
+    removed = []
+    for epoch, folder in ckpts:
+        if epoch in set(epochs):
+            doomed = folder.with_name(f".tmp-removed-{folder.name}")
+            os.replace(folder, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+            removed.append(epoch)
+    return removed
 
 
 def remove_partial(run_dir) -> None:
