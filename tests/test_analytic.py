@@ -9,11 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from rulelib import tasks
-from rulelib.analytic import command, draw
+from rulelib.analytic import calibrate, command, draw
 from rulelib.analytic import denoisers as dn
 from rulelib.diffusion import sample as sampler
 from rulelib.diffusion.schedule import Schedule
 from rulelib.metrics import memorisation as mm
+from rulelib.study import arms
 
 SCHED = Schedule()
 
@@ -184,3 +185,54 @@ def test_command_line_refuses_bad_values():
         p.parse_args(["--denoiser", "nearest"])
     with pytest.raises(SystemExit, match="--n"):
         command.run(p.parse_args(["--n", "0"]))
+
+
+class _MachineAsUnet(torch.nn.Module):
+    """A local machine with a known patch schedule, called like a U-Net: eps(x_t, t)."""
+
+    def __init__(self, machine):
+        super().__init__()
+        self.machine = machine
+
+    def forward(self, x, t):
+        return self.machine(x, t)
+
+
+def test_calibration_recovers_the_patch_schedule_of_a_known_machine():
+    task = tasks.get("B")
+    train, fresh = task.sample(64, 3)[0], task.sample(6, 4)[0]
+    truth = calibrate.PatchSchedule((900, 500, 100), (9, 5, 3))
+    unet = _MachineAsUnet(dn.LocalDenoiser(train, SCHED, patch=truth))
+    res = calibrate.calibrate(unet, train, fresh, SCHED, [900, 500, 100], patches=(3, 5, 9),
+                              progress=False)  # fmt: skip
+    assert res["schedule"] == truth
+    for i, p in enumerate(truth.patches):  # the true size agrees exactly, the others do not
+        assert res["r2"][p][i] == pytest.approx(1.0, abs=1e-9)
+        assert max(res["r2"][q][i] for q in (3, 5, 9) if q != p) < 1 - 1e-4
+
+
+def test_patch_schedule_takes_the_nearest_level_and_refuses_bad_sizes():
+    s = calibrate.PatchSchedule((900, 500, 100), (9, 5, 3))
+    assert [s(t) for t in (999, 701, 699, 300, 0)] == [9, 9, 5, 3, 3]  # 300: tie -> lower t
+    assert calibrate.PatchSchedule.from_dict(s.to_dict()) == s
+    with pytest.raises(ValueError, match="odd"):
+        calibrate.PatchSchedule((10,), (4,))
+    with pytest.raises(ValueError, match="one patch per level"):
+        calibrate.PatchSchedule((10, 5), (3,))
+    assert calibrate.levels_of(list(range(99, -1, -1)), 3) == [99, 49, 0]  # steps 0, 50, 99
+
+
+def test_draw_calibrated_writes_the_schedule(tmp_path, monkeypatch):
+    monkeypatch.setattr(calibrate, "PATCHES", (3, 5))
+    run = arms.size_run("B", 16, images=16)
+    arms.train_run(tmp_path / "study", run, progress=False)
+    ckpt = arms.run_dir(tmp_path / "study", run)
+    e = draw.draw("B", "local", 8, tmp_path / "a", steps=5, n_boot=0, progress=False,
+                  command="t", calibrate_to=ckpt, levels=3, n_calibrate=4)  # fmt: skip
+    tdir = tmp_path / "a" / "B" / "local-calibrated"
+    cal = json.loads((tdir / "calibration.json").read_text())
+    assert e["settings"]["patch"] == cal["schedule"] and len(cal["schedule"]["ts"]) == 3
+    assert set(cal["schedule"]["patches"]) <= {3, 5} and (tdir / "calibration.png").exists()
+    assert draw.summarise(tmp_path / "a")[0]["class"] == "local-calibrated"
+    with pytest.raises(ValueError, match="only the local machines"):
+        draw.draw("B", "gaussian", 8, tmp_path / "b", calibrate_to=ckpt, progress=False)

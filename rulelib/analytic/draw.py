@@ -9,7 +9,10 @@ and writes DIR/<task>/<denoiser>/ ``samples.npz`` (resumable, chunk by chunk), `
 rule metrics of the novel images, settings, machine, command, time), ``report.md`` and
 ``samples.png``.  ``unet``: a trained run or checkpoint, sampled with the same settings and seed;
 then the per-image pixel r^2 between the two (Kamb & Ganguli's agreement measure) is added.
-``summarise(out)`` gathers every DIR/<task>/<denoiser>/metrics.json into the model-class table.
+``calibrate_to``: a trained run or checkpoint; the local machines then take their patch size per
+noise level from `rulelib.analytic.calibrate` (written to DIR/<task>/<denoiser>-calibrated/, with
+``calibration.json`` and ``calibration.png``).  ``summarise(out)`` gathers every
+DIR/<task>/<denoiser>/metrics.json into the model-class table.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from rulelib import atomic, metrics, provenance, report, tasks
-from rulelib.analytic import denoisers
+from rulelib.analytic import calibrate, denoisers
 from rulelib.diffusion import checkpoint
 from rulelib.diffusion import sample as sampler
 from rulelib.metrics import memorisation
@@ -50,23 +53,30 @@ def _provenance(command: str | None) -> dict:
 
 def draw(task_name: str, name: str, n: int, out, *, seed: int = 0, patch: int = 5,
          pool: int = 16384, n_boot: int = 1000, steps: int | None = None, unet=None,
-         progress: bool = True, command: str | None = None) -> dict:  # fmt: skip
+         calibrate_to=None, levels: int = 20, n_calibrate: int = 16, progress: bool = True,
+         command: str | None = None) -> dict:  # fmt: skip
     """Sample n images from the closed-form denoiser ``name`` and score them; returns the
     metrics.json entry (see the module docstring)."""
     if name not in denoisers.NAMES:
         raise ValueError(f"unknown denoiser {name!r}; expected one of {list(denoisers.NAMES)}")
+    local = name in ("local", "equivariant")
+    if calibrate_to is not None and not local:
+        raise ValueError(f"only the local machines have a patch size to calibrate, not {name!r}")
     task = tasks.get(task_name)
-    tdir = Path(out) / task_name / name
+    tdir = Path(out) / task_name / (name + ("-calibrated" if calibrate_to is not None else ""))
     tdir.mkdir(parents=True, exist_ok=True)
     train_images, _ = task.dataset(seed)
     sset = _sampling(task_name, steps)
-    local = name in ("local", "equivariant")
-    kw = {"patch": patch, **({"pool": pool, "seed": seed} if name == "equivariant" else {})}
     schedule = profiles.get("quick").train_config(task_name).schedule()
     t0 = time.perf_counter()
+    if calibrate_to is not None:
+        patch = _calibrated(task_name, train_images, schedule, sset, calibrate_to, tdir,
+                            equivariant=name == "equivariant", pool=pool, seed=seed,
+                            levels=levels, n=n_calibrate, progress=progress)  # fmt: skip
+    kw = {"patch": patch, **({"pool": pool, "seed": seed} if name == "equivariant" else {})}
     den = denoisers.make(name, train_images, schedule, **(kw if local else {}))
     meta = {"denoiser": name, "train": f"task.dataset({seed})", "n_train": len(train_images),
-            **({"patch": patch} if local else {}),
+            **({"patch": patch.to_dict() if callable(patch) else patch} if local else {}),
             **({"pool": pool} if name == "equivariant" else {})}  # fmt: skip
     bsz = sset.pop("batch_size")
     images = sampler.sample(None, schedule, n, seed=seed, eps_fn=den, batch_size=bsz,
@@ -91,6 +101,33 @@ def draw(task_name: str, name: str, n: int, out, *, seed: int = 0, patch: int = 
     report.save_sample_grid(images, tdir / "samples.png", title=f"Task {task_name}: {name}")
     atomic.write_text(tdir / "report.md", markdown(entry))
     return entry
+
+
+def _calibrated(task_name, train_images, schedule, sset, ckpt, tdir, *, equivariant, pool, seed,
+                levels, n, progress) -> calibrate.PatchSchedule:  # fmt: skip
+    """The patch schedule calibrated to the U-Net ``ckpt`` (EMA weights) at ``levels`` of the
+    sampler's timesteps on n held-out images; written to tdir/calibration.json and .png."""
+    path = tdir / "calibration.json"
+    model, _, epoch = checkpoint.load_model(ckpt, weights="ema")
+    ts = calibrate.levels_of(sampler.ddim_timesteps(schedule.T, sset["steps"]), levels)
+    want = {"unet": str(ckpt), "epoch": epoch, "ts": ts, "n": n, "seed": seed,
+            "patches": list(calibrate.PATCHES)}  # fmt: skip
+    if path.exists():  # resumable: a finished calibration with the same settings is reused
+        old = atomic.read_json(path)
+        if old.get("settings") == want:
+            return calibrate.PatchSchedule.from_dict(old["schedule"])
+    fresh = tasks.get(task_name).sample(n, seed + calibrate.FRESH_SEED)[0]
+    res = calibrate.calibrate(model, train_images, fresh, schedule, ts,
+                              patches=calibrate.PATCHES, equivariant=equivariant, pool=pool,
+                              seed=seed, progress=progress)  # fmt: skip
+    atomic.write_json(path, {"settings": want, "schedule": res["schedule"].to_dict(),
+                             "r2": {str(p): v for p, v in res["r2"].items()}})  # fmt: skip
+    calibrate.figure(
+        res,
+        tdir / "calibration.png",
+        f"Task {task_name}: patch size calibrated to the U-Net (epoch {epoch})",
+    )
+    return res["schedule"]
 
 
 def _agreement(unet, images, schedule, n, seed, sset, bsz, path, progress) -> dict:
@@ -131,13 +168,27 @@ def _fmt(entry: dict | None, key: str) -> str:
     return f"{f(v)} [{f(ci[0])}, {f(ci[1])}]" if ci else f(v)
 
 
+def _label(entry: dict) -> str:
+    """The class's name in tables: the denoiser, "-calibrated" for a patch schedule."""
+    calibrated = isinstance(entry["settings"].get("patch"), dict)
+    return entry["denoiser"] + ("-calibrated" if calibrated else "")
+
+
+def _patch_text(patch) -> str:
+    if not isinstance(patch, dict):
+        return f"patch {patch}"
+    return "patch per noise level (t: P) " + ", ".join(
+        f"{t}: {p}" for t, p in zip(patch["ts"], patch["patches"])
+    )
+
+
 def table_rows(entries: list[dict]) -> list[dict]:
     """One row per (task, class): rule metrics of all and of the novel images, memorisation."""
     rows = []
     for e in entries:
         mem = e["memorisation"]
         for which, rep in (("all", e["generated"]), ("novel", e.get("generated_novel"))):
-            rows.append({"task": e["task"], "class": e["denoiser"], "images": which,
+            rows.append({"task": e["task"], "class": _label(e), "images": which,
                          "n": rep["n"] if rep else 0,
                          **{k: _fmt(rep, k) for k in TABLE_METRICS},
                          "copy_rate": _fmt(mem, "copy_rate") if which == "all" else "",
@@ -152,10 +203,10 @@ def markdown(entry: dict) -> str:
     s = entry["settings"]
     rows = table_rows([entry])
     head = ["images", "n", *TABLE_METRICS, "copy_rate", "nearest_median", "fresh_median"]
-    lines = [f"# Task {entry['task']}: the {entry['denoiser']} denoiser (closed form)", "",
+    lines = [f"# Task {entry['task']}: the {_label(entry)} denoiser (closed form)", "",
              f"Sampler: {s['method']} {s['steps']} steps, eta {s['eta']}, x0 clipped: "
              f"{s['clip_x0']}; {s['n']} samples, seed {s['seed']}; training set {s['train']} "
-             f"({s['n_train']} images)" + (f"; patch {s['patch']}" if "patch" in s else "")
+             f"({s['n_train']} images)" + (f"; {_patch_text(s['patch'])}" if "patch" in s else "")
              + (f", pool {s['pool']}" if "pool" in s else "") + ".", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
     lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows]
@@ -181,7 +232,7 @@ def summarise(out, to=None) -> list[dict]:
     table.md in ``to`` (default: out)."""
     entries = [atomic.read_json(p) for p in sorted(Path(out).glob("*/*/metrics.json"))]
     order = {n: i for i, n in enumerate(denoisers.NAMES)}
-    entries.sort(key=lambda e: (e["task"], order.get(e["denoiser"], 99)))
+    entries.sort(key=lambda e: (e["task"], order.get(e["denoiser"], 99), _label(e)))
     rows = table_rows(entries)
     to = Path(to or out)
     if rows:
