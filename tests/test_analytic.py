@@ -101,6 +101,9 @@ def test_local_paths_agree_and_match_a_loop():
     a = dn.LocalDenoiser(y, SCHED, patch=3, memory=1e9).x0(x, tt)
     b = dn.LocalDenoiser(y, SCHED, patch=3, memory=0).x0(x, tt)
     torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+    # the box path's online softmax over chunks of 2 training images equals one chunk of all 5
+    c = dn.LocalDenoiser(y, SCHED, patch=3, memory=0, box_chunk=2).x0(x, tt)
+    torch.testing.assert_close(c, b, atol=2e-6, rtol=1e-5)
     # pixel (2, 4) by hand: distances over the 3 x 3 window to the same window of each image
     win = (slice(None), slice(None), slice(1, 4), slice(3, 6))
     d = ((x[0][None][win] - s * y[win]) ** 2).flatten(1).sum(1).double()

@@ -162,18 +162,20 @@ class LocalDenoiser(_Denoiser):
     """Kamb & Ganguli's local score machine (patch size ``patch``, odd), same-location or
     translation-equivariant; ``patch`` may also be a function t -> patch size.
 
+    box_chunk: training images per chunk of the box-filter path (default: ~16 MB tensors).
     memory: bytes allowed for the same-location machine's table of training patches (L, P*P*C, N);
     within it the patch distances are one batched matrix product per block of queries, above it
     they come from per-pixel distances and a box filter (the same numbers, slower).
     """
 
     def __init__(self, train, schedule=None, *, patch=5, equivariant=False, pool=16384,
-                 pad=1.0, seed=0, block=None, memory=1.5e9):  # fmt: skip
+                 pad=1.0, seed=0, block=None, memory=1.5e9, box_chunk=None):  # fmt: skip
         super().__init__(train, schedule, block or (2 if equivariant else 64))
         self.patch, self.equivariant, self.pad = patch, bool(equivariant), float(pad)
         self.name = "equivariant" if equivariant else "local"
         self.yy = (self.y * self.y).sum(1)  # (N, H, W) per-pixel squared norms
         self.pool, self.seed, self.memory = int(pool), int(seed), float(memory)
+        self.box_chunk, self._yy_boxed = box_chunk, (None, None)
         self._tables: dict = {}
         if self.pool < 1:
             raise ValueError(f"pool must be >= 1 patch, got {pool}")
@@ -203,14 +205,40 @@ class LocalDenoiser(_Denoiser):
         return F.unfold(F.pad(x, (r, r, r, r), value=value), p).transpose(1, 2)
 
     def _same_location_box(self, x, s, v):
+        """The same-location machine for any patch size at a cost that does not grow with it:
+        logits_i = (2 s box(x . y_i) - s^2 box(|y_i|^2)) / (2 v) at every pixel (||x||^2 is the
+        same for every i and drops out of the softmax; both images are padded with the
+        background, so the distance is zero outside the canvas), the per-pixel products summed
+        over P x P windows by `box_sum`.  Training images go through in chunks with a running
+        log-sum-exp (an online softmax), so each chunk's (b, k, H, W) tensors stay in cache
+        instead of one (b, N, H, W) tensor per pass through memory."""
         y, p = self.y, self._p
-        # per-pixel ||x - s y_i||^2 summed over channels, then over the patch (box filter); both
-        # are padded with the background, so the distance is zero outside the canvas.
-        xx = (x * x).sum(1)[:, None]  # (b, 1, H, W)
-        xy = torch.einsum("bchw,ichw->bihw", x, y)
-        d = box_sum(xx + (s * s) * self.yy[None] - (2 * s) * xy, p)
-        w = torch.softmax(-d / (2 * v), dim=1)  # over training images, at every pixel
-        return torch.einsum("bihw,ichw->bchw", w, y)
+        n, c, h, w = y.shape
+        b = x.shape[0]
+        k = self.box_chunk or max(1, (1 << 22) // (b * h * w))  # ~16 MB per chunk tensor
+        yyb = self._box_yy(p)
+        m = torch.full((b, 1, h, w), -math.inf)
+        z, acc = torch.zeros(b, 1, h, w), torch.zeros(b, c, h, w)
+        for i0 in range(0, n, k):
+            yc = y[i0 : i0 + k]
+            xy = x[:, None, 0] * yc[None, :, 0]  # per-pixel x . y_i, summed over the channels
+            for ch in range(1, c):
+                xy.addcmul_(x[:, None, ch], yc[None, :, ch])
+            logit = (box_sum(xy, p).mul_(2 * s).sub_(yyb[None, i0 : i0 + k], alpha=s * s)
+                     .div_(2 * v))  # fmt: skip
+            m_new = torch.maximum(m, logit.amax(1, keepdim=True))
+            scale = torch.exp(m - m_new)
+            e = logit.sub_(m_new).exp_()
+            z = z * scale + e.sum(1, keepdim=True)
+            acc = acc * scale + torch.stack([(e * yc[None, :, ch]).sum(1) for ch in range(c)], 1)
+            m = m_new
+        return acc / z
+
+    def _box_yy(self, p: int) -> torch.Tensor:
+        """box(|y_i|^2) per training image (N, H, W), cached per patch size."""
+        if self._yy_boxed[0] != p:
+            self._yy_boxed = (p, box_sum(self.yy, p))
+        return self._yy_boxed[1]
 
     def _table(self, p: int):
         """Same-location patches of the training images, (L, C p p, N), their squared norms
