@@ -14,15 +14,20 @@ For each task, on one process (one BLAS thread):
    shapes, an object removed, an object duplicated), clean and degraded.  Target: >= 99 % each.
 3. **Speed**: images/s of ``task.measure`` (process CPU time and wall clock; the machine is
    shared, so the CPU-time rate is the fair one) per path: segmentation alone (the cost before
-   any fit), clean images, degraded images, and degraded images with the fast path off (the
-   other shape fitted on every object), measured interleaved (``--repeats`` rounds, the
-   median).  Baseline named in the same run: rendering the images (``task.sample``).  Target:
-   >= 5000 images/s per task; the last line says on which paths it is met.
+   any fit), clean images, degraded images, each also with the early stops off (every
+   Gauss-Newton fit iterates to its 1e-3 px step: no one-step stop, ``fit.FAST_STEP``, and no
+   stop of the other shape's fit on its residual, ``measure.ALT_COST_TOL``), and degraded
+   images with the other-shape fast path off (the other shape fitted on every object),
+   measured interleaved (``--repeats`` rounds, the median); then the share of fits that
+   stopped after one step and the model evaluations per image, with and without early stops.
+   Baseline named in the same run: rendering the images (``task.sample``).  Target: >= 5000
+   images/s per task; the last line says on which paths it is met.
 
 Prints the CPU model first; writes nothing.
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -37,7 +42,7 @@ import degrade  # noqa: E402  (tests/degrade.py: the degradations and junk of th
 import numpy as np  # noqa: E402
 
 from rulelib import provenance, tasks  # noqa: E402
-from rulelib.tasks import measure, segment  # noqa: E402
+from rulelib.tasks import fit, measure, segment  # noqa: E402
 
 W = 32
 TARGET = 5000  # images/s per task on one process (issue 11)
@@ -90,6 +95,56 @@ def _rate(fn, n):
     return n / (time.process_time() - c0), n / (time.perf_counter() - t0)
 
 
+@contextlib.contextmanager
+def early_stops_off():
+    """Every Gauss-Newton fit iterates to its STEP_TOL step (or its cap): no one-step stop
+    (``fit.FAST_STEP``) and no stop of the other shape's fit on its residual
+    (``measure.ALT_COST_TOL``)."""
+    fast_step, cost_tol = fit.FAST_STEP, measure.ALT_COST_TOL
+    fit.FAST_STEP, measure.ALT_COST_TOL = -1.0, None
+    try:
+        yield
+    finally:
+        fit.FAST_STEP, measure.ALT_COST_TOL = fast_step, cost_tol
+
+
+def gauss_newton_paths(task, images):
+    """Share of the Gauss-Newton fits that stop after their first step (the one-step stop of
+    ``fit._settled``: small step, zero residual) and evaluations of the model per image."""
+    got = {"fits": 0, "one": 0, "evals": 0}
+    first = [False]
+    settled = fit._settled
+
+    def counted(step_max, moved, model, data):
+        out = settled(step_max, moved, model, data)
+        got["evals"] += len(out)
+        if first[0]:  # the first step of a fit covers all of its images
+            got["fits"] += len(out)
+            got["one"] += int(out.sum())
+            first[0] = False
+        return out
+
+    def starts(fn):
+        def run(*args, **kwargs):
+            first[0] = True
+            return fn(*args, **kwargs)
+
+        return run
+
+    wrapped = {(m, k): getattr(m, k) for m in (fit, measure) for k in ("fit_rects", "fit_disk")}
+    wrapped[(measure, "fit_rect")] = measure.fit_rect
+    try:
+        fit._settled = counted
+        for (m, k), fn in wrapped.items():
+            setattr(m, k, starts(fn))
+        task.measure(images)
+    finally:
+        fit._settled = settled
+        for (m, k), fn in wrapped.items():
+            setattr(m, k, fn)
+    return got["one"] / max(got["fits"], 1), got["evals"] / len(images)
+
+
 def speed(task, n, repeats, seed):
     """Images/s of each path by process CPU time, interleaved rounds (median), against rendering.
 
@@ -97,12 +152,17 @@ def speed(task, n, repeats, seed):
     whole measurement of clean renders (its fast paths: white background, the other shape not
     fitted where the object's own shape explains >= 99 % of its coverage map); of degraded
     images (noise leaves > 1 % unexplained, so the other shape is fitted on most objects); and
-    of degraded images with the fast path off (the other shape fitted on every object).
+    of degraded images with the fast path off (the other shape fitted on every object); clean
+    and degraded with the early stops off (``early_stops_off``).
     """
     params = task.scene(n, seed=seed)
     clean = task.render(params)
     degraded = degrade.perturb_scene(task, params, seed + 1)
     skip = measure.SKIP_ALT
+
+    def no_early_stop(images):
+        with early_stops_off():
+            task.measure(images)
 
     def full_fit():
         measure.SKIP_ALT = -1.0  # fast path off: the other shape fitted on every object
@@ -120,7 +180,9 @@ def speed(task, n, repeats, seed):
         "segmentation only, clean": lambda: segmentation(clean),
         "segmentation only, degraded": lambda: segmentation(degraded),
         "measure clean": lambda: task.measure(clean),
+        "measure clean without early stops": lambda: no_early_stop(clean),
         "measure degraded": lambda: task.measure(degraded),
+        "measure degraded without early stops": lambda: no_early_stop(degraded),
         "measure degraded without fast path": full_fit,
     }
     task.measure(clean[:64])  # warm up
@@ -136,6 +198,15 @@ def speed(task, n, repeats, seed):
         print(
             f"  {k:<35} {cpu[k]:7.0f} images/s cpu, {wall:7.0f} wall, "
             f"{cpu[k] / base:5.2f}x render{target}"
+        )
+    for label, images in (("clean", clean), ("degraded", degraded)):
+        one, evals = gauss_newton_paths(task, images[: min(n, 2048)])
+        with early_stops_off():
+            _, evals_off = gauss_newton_paths(task, images[: min(n, 2048)])
+        print(
+            f"  {label}: {100 * one:5.1f} % of the Gauss-Newton fits stop after one step "
+            f"(zero residual); model evaluations per image {evals:5.2f} "
+            f"({evals_off:5.2f} without early stops)"
         )
     met = [k[len("measure ") :] for k in cpu if k.startswith("measure") and cpu[k] >= TARGET]
     missed = [k[len("measure ") :] for k in cpu if k.startswith("measure") and cpu[k] < TARGET]

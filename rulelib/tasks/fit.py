@@ -5,14 +5,17 @@ Rectangles are pixel-integrated, Gaussian-blurred boxes (``box_profile``; exact 
 as the blur width goes to 0), disks the exact area of the disk inside each column / row strip of
 the canvas (``disk_profiles``; a disk cut by the canvas edge is fitted, not biased like a
 centroid).  Both carry an ink-depth factor m.  The fits are damped Gauss-Newton, vectorised
-over the batch; ``rect_covariance`` / ``disk_covariance`` give the parameters' covariance at the
-optimum (section "Uncertainty").
+over the batch, from the closed-form starts of ``rulelib.tasks.estimate``; they can leave their
+last Jacobian for ``rulelib.tasks.uncertainty`` (the parameters' covariance at the optimum).
 
 Speed (the same numbers to rounding, checked by tests/test_measure.py): the normal cdf and pdf
 of the box profiles are evaluated only within 8.3 blur widths of an edge (``_psi``), both edges
 and both axes of a rectangle in one call; a disk inside the canvas's edges has the column / row
 strips of full chords (``_chord_areas``: one arcsin per grid point instead of the general
-corner areas' three).
+corner areas' three).  Early stops (``_settled``, ``_cost_settled``): a fit with an (almost)
+zero residual stops after a step below FAST_STEP px (sharp renders: one step from their
+closed-form start), and a fit whose residual alone is wanted (the other-shape check of
+``rulelib.tasks.measure``) once a small step lowers it by less than its ``cost_tol``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from rulelib.tasks import render
+from rulelib.tasks.estimate import SIGMA_MIN, edges_init, sigma_start
 
 SIZE = render.SIZE
 _SQRT2PI = np.sqrt(2.0 * np.pi)
@@ -96,23 +100,7 @@ def _lm_solve(J, r, lam=1e-3):
     return -np.linalg.solve(jtj, jtr)[..., 0]
 
 
-def edges_init(prof):
-    """Sub-pixel edges of a box-like profile from its half-maximum crossing and adjacent mass."""
-    n, size = prof.shape
-    pmax = np.maximum(prof.max(1), 1e-6)
-    c = np.clip(prof / pmax[:, None], 0.0, 1.0)
-    above = c >= 0.5
-    first = above.argmax(1)
-    last = size - 1 - above[:, ::-1].argmax(1)
-    rows = np.arange(n)
-    c_prev = np.where(first > 0, c[rows, np.maximum(first - 1, 0)], 0.0)
-    c_next = np.where(last < size - 1, c[rows, np.minimum(last + 1, size - 1)], 0.0)
-    a = first + 1.0 - c[rows, first] - c_prev
-    b = last + c[rows, last] + c_next
-    return a, np.maximum(b, a + 0.5), pmax
-
-
-def _rect_terms(th, split=None):
+def _rect_terms(th, split=None, out=None):
     """Profiles of one rectangle and their Jacobian w.r.t. th (n, 6) = x0, x1, y0, y1, m, sigma.
 
     Model: P_j = m H ox_j, Q_i = m Wd oy_i with ox = box_profile(x0, x1, sigma), oy likewise,
@@ -120,6 +108,7 @@ def _rect_terms(th, split=None):
     With ``split`` (n,) the column profile is taken separately over the y-cells below and above
     the split (P_lo, P_hi with H_lo + H_hi = H), which keeps a low object under a tall one visible.
     Returns (model (n, R), J (n, R, 6)): R = 2S, [P | Q], or with a split R = 3S, [P_lo | P_hi | Q].
+    ``out``: an (n, R, 6) array (a view) to write J into.
     """
     x0, x1, y0, y1, m, sig = th.T
     n = len(th)
@@ -136,7 +125,7 @@ def _rect_terms(th, split=None):
         band_sums = [lo_sums, oys.sum(2) - lo_sums]
     R = (len(band_sums) + 1) * SIZE
     model = np.empty((n, R))
-    J = np.empty((n, R, 6))
+    J = np.empty((n, R, 6)) if out is None else out
     for b, sums in enumerate(band_sums):
         sl = slice(b * SIZE, (b + 1) * SIZE)
         H, H_a, H_b, H_s = (sums[:, i : i + 1] for i in range(4))
@@ -160,7 +149,18 @@ def _rect_terms(th, split=None):
     return model, J
 
 
-def fit_rects(P, Q, th0, iters: int = 12, ties=(), split=None, fix_sigma=False, sigma_prior=None):
+def fit_rects(
+    P,
+    Q,
+    th0,
+    iters: int = 12,
+    ties=(),
+    split=None,
+    fix_sigma=False,
+    sigma_prior=None,
+    state=None,
+    cost_tol=None,
+):
     """Fit K rectangles whose profiles add up to (P, Q), by damped Gauss-Newton.
 
     th0: (n, K, 6) initial x0, x1, y0, y1, m, sigma per rectangle.  ``ties``: pairs
@@ -172,10 +172,17 @@ def fit_rects(P, Q, th0, iters: int = 12, ties=(), split=None, fix_sigma=False, 
     (n,): instead of fixing it, pull every sigma towards this value (NaN: not) with a weak penalty
     (PRIOR_WEIGHT (sigma - prior) as one more residual): it decides only where the profiles leave
     the blur undetermined.  Returns (n, K, 6).
-    Images stop iterating once every step is below 1e-3 px (the rest keep going).
+    Images stop iterating once their edges' step is below STEP_TOL px, or below FAST_STEP px
+    with an (almost) zero residual (``_settled``); the rest keep going.
+    ``state``: pass a dict to receive, per image, the Jacobian "J" (n, R, p) of the free
+    parameters (ties summed, without the prior rows) at the last evaluated point and the model
+    there advanced to the final th along it, "model" (n, R) = model + J delta (first order; the
+    last step is below STEP_TOL or FAST_STEP px), for ``uncertainty.rect_covariance`` (saves one
+    evaluation of the model); images stopped by ``iters`` get both evaluated at their final th.
+    ``cost_tol``: as ``fit_disk``'s.
     """
     P = np.asarray(P, dtype=np.float64).reshape(len(Q), -1)
-    data = np.concatenate([P, Q], 1).astype(np.float64)
+    data = np.concatenate([P, Q], 1).astype(np.float64, copy=False)
     th = np.array(th0, dtype=np.float64)
     n, K, _ = th.shape
     keep = np.arange(6 * K)
@@ -187,53 +194,128 @@ def fit_rects(P, Q, th0, iters: int = 12, ties=(), split=None, fix_sigma=False, 
     active = np.arange(n)
     for _ in range(iters):
         t = th[active]
-        terms = [_rect_terms(t[:, k], None if split is None else split[active]) for k in range(K)]
-        model = terms[0][0] if K == 1 else sum(mk for mk, _ in terms)
-        J = terms[0][1] if K == 1 else np.concatenate([Jk for _, Jk in terms], 2)
-        for src, dst in pairs:
-            J[:, :, src] += J[:, :, dst]
-        res = model - data[active]
+        model, Jk = _rects_terms(t, None if split is None else split[active], pairs, keep)
+        res, J = model - data[active], Jk
         if sigma_prior is not None:
             sp = np.asarray(sigma_prior, dtype=np.float64)[active]
             w = np.where(np.isnan(sp), 0.0, PRIOR_WEIGHT)  # NaN: no prior for that image
             rows = np.zeros((len(active), K, 6 * K))
             for k in range(K):
                 rows[:, k, 6 * k + 5] = w
-            J = np.concatenate([J, rows], 1)
+            J = np.concatenate([Jk, rows[:, :, keep]], 1)
             prior_res = w[:, None] * (t[:, :, 5] - np.nan_to_num(sp)[:, None])
             res = np.concatenate([res, prior_res], 1)
         step = np.zeros((len(active), 6 * K))
-        step[:, keep] = _lm_solve(J if len(keep) == 6 * K else J[:, :, keep], res)
+        step[:, keep] = _lm_solve(J, res)
         for src, dst in pairs:
             step[:, dst] = step[:, src]
         step = step.reshape(-1, K, 6)
         step[..., :4] = np.clip(step[..., :4], -0.5, 0.5)
         step[..., 5] = np.clip(step[..., 5], -0.2, 0.2)
         t = t + step
-        t[..., 5] = np.clip(t[..., 5], 0.02, 1.5)
+        t[..., 5] = np.clip(t[..., 5], SIGMA_MIN, 1.5)
         t[..., 4] = np.clip(t[..., 4], 0.05, 5.0)
         t[..., 1] = np.maximum(t[..., 1], t[..., 0] + 0.2)
         t[..., 3] = np.maximum(t[..., 3], t[..., 2] + 0.2)
+        delta = (t - th[active]).reshape(-1, 6 * K)[:, keep]
+        model = model + (Jk @ delta[:, :, None])[..., 0]  # first order at the new th
+        moved = np.abs((t - th[active])[..., [0, 1, 2, 3, 5]]).max((1, 2))  # edges and blur
+        settled = _settled(np.abs(step[..., :4]).max((1, 2)), moved, model, data[active])
+        if cost_tol is not None:
+            r0, r1 = res[:, : data.shape[1]], model - data[active]
+            settled |= _cost_settled(np.abs(step[..., :4]).max((1, 2)), r0, r1, cost_tol)
+        if state is not None:
+            _keep_state(state, n, active, settled, Jk, model)
         th[active] = t
-        active = active[np.abs(step[..., :4]).max((1, 2)) > 1e-3]  # edges settled
+        active = active[~settled]
         if len(active) == 0:
             break
+    if state is not None and len(active):  # out of iterations: evaluate at the final th
+        model, J = _rects_terms(th[active], None if split is None else split[active], pairs, keep)
+        _keep_state(state, n, active, np.ones(len(active), bool), J, model)
     return th
 
 
-def fit_rect(P, Q, iters: int = 12, sigma=None, sigma_prior=None):
+STEP_TOL = 1e-3  # px: an image stops iterating once its step (edges, centre, radius) is below
+# Fast stop: a step below FAST_STEP px whose linearised residual is below FAST_RESID of the
+# data's energy.  There the problem has (almost) zero residual, where Gauss-Newton converges
+# quadratically (|e_k+1| <= K |e_k|^2; the models are at most cubic in the parameters: m, the
+# extents and their overlaps), so the error left after the step is ~K FAST_STEP^2 << STEP_TOL:
+# sharp renders (quantisation is their only residual) stop after one step from their
+# closed-form start instead of two.  Noisy or blurred images keep the STEP_TOL rule.
+FAST_STEP, FAST_RESID = 0.02, 1e-4
+
+
+def _settled(step_max, moved, model, data):
+    """Which images stop iterating: step_max (m,) (edges, or centre and radius) below STEP_TOL,
+    or the change of every length parameter (the blur width too: ``moved``, (m,) px) below
+    FAST_STEP with the residual of the model at the new parameters (m, R) below FAST_RESID of
+    the data's energy."""
+    d = model - data
+    small = (d * d).sum(1) <= FAST_RESID * (data * data).sum(1)
+    return (step_max <= STEP_TOL) | ((moved <= FAST_STEP) & small)
+
+
+COST_STEP = 0.05  # px: the largest step after which a fit may stop on its residual
+
+
+def _cost_settled(step_max, res, res_new, cost_tol):
+    """Images whose step, below COST_STEP px (step_max (m,)), lowers the squared residual |r|^2
+    (res (m, R): before, res_new: after, to first order) by at most cost_tol of it: near the
+    optimum Gauss-Newton's decrease shrinks quadratically with the step, so the residual (and
+    the ``explained`` share it gives) is within about that share of its minimum while the
+    parameters may still creep.  (A small decrease after a large step is no such sign: a poor
+    start can stall the first steps.)"""
+    before, after = (res * res).sum(1), (res_new * res_new).sum(1)
+    return (step_max <= COST_STEP) & (before - after <= cost_tol * after)
+
+
+def _keep_state(state, n, active, settled, J, model):
+    """Store the Jacobian J (m, R, p) and model (m, R) of the settled ones of the active images
+    (m,) of n in ``state`` (allocated at the first store; taken without a copy when every image
+    settles at once, the usual case of sharp renders)."""
+    if "J" not in state:
+        if len(active) == n and settled.all():
+            state["J"], state["model"] = J, model
+            return
+        state["J"] = np.empty((n,) + J.shape[1:])
+        state["model"] = np.empty((n,) + model.shape[1:])
+    state["J"][active[settled]] = J[settled]
+    state["model"][active[settled]] = model[settled]
+
+
+def _rects_terms(th, split, pairs, keep):
+    """Summed model (n, R) of K rectangles th (n, K, 6) and its Jacobian (n, R, p) in the free
+    parameters ``keep`` (p,) of the 6K: the columns of each tied parameter added to its
+    source's (``fit_rects``'s ``ties`` as index pairs).  The rectangles' Jacobians are written
+    into one array (no concatenation); the free columns are taken out once."""
+    n, K = th.shape[:2]
+    J = np.empty((n, (2 if split is None else 3) * SIZE, 6 * K))
+    model = _rect_terms(th[:, 0], split, out=J[:, :, :6])[0]
+    for k in range(1, K):
+        model = model + _rect_terms(th[:, k], split, out=J[:, :, 6 * k : 6 * k + 6])[0]
+    for src, dst in pairs:
+        J[:, :, src] += J[:, :, dst]
+    return model, (J if len(keep) == 6 * K else J[:, :, keep])
+
+
+def fit_rect(P, Q, iters: int = 12, sigma=None, sigma_prior=None, state=None, cost_tol=None):
     """Fit one axis-aligned, possibly blurred rectangle to its column and row profiles.
 
     ``sigma`` (n,): a known blur width (kept fixed), else fitted (with ``sigma_prior``: pulled
-    weakly towards it, see ``fit_rects``).  Returns dict x0, x1, y0, y1, m, sigma (pixels, y up);
-    see ``_rect_terms`` for the model.
+    weakly towards it, see ``fit_rects``) from ``sigma_start``.  Returns dict x0, x1, y0, y1, m,
+    sigma (pixels, y up); see ``_rect_terms`` for the model.  ``state``, ``cost_tol``: see
+    ``fit_rects``.
     """
     x0, x1, pmax = edges_init(P)
     y0, y1, _ = edges_init(Q)
     m = np.clip(pmax / np.maximum(y1 - y0, 0.5), 0.2, 3.0)
-    sig = np.full(len(P), 0.1) if sigma is None else np.asarray(sigma, dtype=np.float64)
+    sig = sigma_start(P, Q) if sigma is None else np.asarray(sigma, dtype=np.float64)
     th0 = np.stack([x0, x1, y0, y1, m, sig], 1)[:, None, :]
-    th = fit_rects(P, Q, th0, iters, fix_sigma=sigma is not None, sigma_prior=sigma_prior)[:, 0]
+    fixed = sigma is not None
+    th = fit_rects(
+        P, Q, th0, iters, fix_sigma=fixed, sigma_prior=sigma_prior, state=state, cost_tol=cost_tol
+    )[:, 0]
     return dict(zip(("x0", "x1", "y0", "y1", "m", "sigma"), th.T))
 
 
@@ -271,49 +353,52 @@ def disk_profiles(cx, cy, r, size: int = SIZE, grad: bool = False):
             J[:, sl, 2] = np.diff(dr, axis=1)
         cut = np.flatnonzero(~inside)
         if len(cut):
-            gen = _disk_profiles_general(cx[cut], cy[cut], r[cut], size, grad)
-            out[cut, sl] = gen[0][:, sl]
+            gen = _disk_profiles_general(cx[cut], cy[cut], r[cut], size, grad, axis)
+            out[cut, sl] = gen[0]
             if grad:
-                J[cut, sl] = gen[1][:, sl]
+                J[cut, sl] = gen[1]
     P, Q = out[:, :size], out[:, size:]
     return (P, Q, J) if grad else (P, Q)
 
 
-def _disk_profiles_general(cx, cy, r, size, grad):
-    """``disk_profiles`` for any disk (cut by the canvas or not): (n, 2S) and J (n, 2S, 3)."""
+def _disk_profiles_general(cx, cy, r, size, grad, axis=None):
+    """``disk_profiles`` for any disk (cut by the canvas or not): (n, 2S) and J (n, 2S, 3), or
+    for ``axis`` 0 (column strips) / 1 (row strips) alone (n, S) and J (n, S, 3).
+
+    The area left of x = u inside the canvas's rows is G(u, top) - G(u, bottom) (corner areas
+    ``render.disk_corner_area`` relative to the centre), the area below y = v likewise; the
+    strips are their differences over the grid.  d/dcx of G(u, .) is -dG/dx, d/dcy of G(., top)
+    is -dG/dy."""
+    if axis is None:
+        parts = [_disk_profiles_general(cx, cy, r, size, grad, ax) for ax in (0, 1)]
+        J = np.concatenate([p[1] for p in parts], 1) if grad else None
+        return np.concatenate([p[0] for p in parts], 1), J
     G = render.disk_corner_area
     grid = np.arange(size + 1, dtype=np.float64)[None, :]
     cx, cy, r = cx[:, None], cy[:, None], r[:, None]
-    u = grid - cx  # column boundaries relative to the centre
-    v = grid - cy
-    top, bot, right, left = size - cy, -cy, size - cx, -cx
+    if axis == 0:  # column boundaries u against the top and bottom edges
+        g1, g0 = G(grid - cx, size - cy, r, grad=grad), G(grid - cx, -cy, r, grad=grad)
+    else:  # row boundaries v against the right and left edges
+        g1, g0 = G(size - cx, grid - cy, r, grad=grad), G(-cx, grid - cy, r, grad=grad)
     if not grad:
-        gx = G(u, top, r) - G(u, bot, r)  # area left of x = grid
-        gy = G(right, v, r) - G(left, v, r)  # area below y = grid
-        return np.diff(np.concatenate([gx, gy], 1).reshape(-1, 2, size + 1), axis=2).reshape(
-            -1, 2 * size
-        ), None
-    a1, ax1, ay1, ar1 = G(u, top, r, grad=True)
-    a0, ax0, ay0, ar0 = G(u, bot, r, grad=True)
-    b1, bx1, by1, br1 = G(right, v, r, grad=True)
-    b0, bx0, by0, br0 = G(left, v, r, grad=True)
-    n = len(cx)
-    J = np.empty((n, 2 * size, 3))
-    # column strips: d/dcx of G(u, .) is -dG/dx; d/dcy of G(., top) is -dG/dy
-    J[:, :size, 0] = np.diff(-(ax1 - ax0), axis=1)
-    J[:, :size, 1] = np.diff(-(ay1 - ay0), axis=1)
-    J[:, :size, 2] = np.diff(ar1 - ar0, axis=1)
-    J[:, size:, 0] = np.diff(-(bx1 - bx0), axis=1)
-    J[:, size:, 1] = np.diff(-(by1 - by0), axis=1)
-    J[:, size:, 2] = np.diff(br1 - br0, axis=1)
-    return np.concatenate([np.diff(a1 - a0, axis=1), np.diff(b1 - b0, axis=1)], 1), J
+        return np.diff(g1 - g0, axis=1), None
+    (a1, ax1, ay1, ar1), (a0, ax0, ay0, ar0) = g1, g0
+    J = np.empty((len(cx), size, 3))
+    J[:, :, 0] = np.diff(-(ax1 - ax0), axis=1)
+    J[:, :, 1] = np.diff(-(ay1 - ay0), axis=1)
+    J[:, :, 2] = np.diff(ar1 - ar0, axis=1)
+    return np.diff(a1 - a0, axis=1), J
 
 
-def fit_disk(P, Q, iters: int = 12):
+def fit_disk(P, Q, iters: int = 12, state=None, cost_tol=None):
     """Fit a disk (cx, cy, r) and depth m to its column / row profiles (exact clipped-disk model).
 
     Damped Gauss-Newton with the analytic Jacobian of ``disk_profiles``, from the centroid and the
-    area (exact for a disk inside the canvas); images stop once their step is below 1e-3 px.
+    area (exact for a disk inside the canvas); images stop as in ``fit_rects`` (``_settled``).
+    ``state``: pass a dict to receive the last Jacobian "J" (n, 2S, 4) and the model advanced to
+    the final parameters along it, "model" (n, 2S), for ``disk_covariance`` (as ``fit_rects``).
+    ``cost_tol``: also stop where the step lowers the squared residual by at most this share
+    (``_cost_settled``: for fits whose residual, not their parameters, is wanted).
     """
     P = P.astype(np.float64)
     Q = Q.astype(np.float64)
@@ -322,164 +407,49 @@ def fit_disk(P, Q, iters: int = 12):
     area = np.maximum(P.sum(1), 1e-6)
     cx = (P * grid).sum(1) / area
     cy = (Q * grid).sum(1) / area
-    r = np.sqrt(area / np.pi)
-    th = np.stack([cx, cy, np.maximum(r, 0.5), np.ones(n)], 1)
+    # radius: sqrt(area / pi) (exact at depth 1) or from the second moments, var_x + var_y =
+    # r^2 / 2 for a disk plus 1/12 per axis for the pixel integration (Sheppard's correction),
+    # whichever is smaller: the depth exceeds 1 by a few % (the ink direction comes from partly
+    # covered pixels too), which inflates the first, and blur (variance sigma^2 per axis) the
+    # second; the depth then from the area m pi r^2
+    var = (P * (grid - cx[:, None]) ** 2).sum(1) + (Q * (grid - cy[:, None]) ** 2).sum(1)
+    r = np.sqrt(np.maximum(np.minimum(2.0 * var / area - 1.0 / 3.0, area / np.pi), 0.25))
+    m = np.clip(area / (np.pi * r * r), 0.5, 2.0)
+    th = np.stack([cx, cy, np.maximum(r, 0.5), m], 1)
     data = np.concatenate([P, Q], 1)
     active = np.arange(n)
     for _ in range(iters):
-        cx, cy, r, m = th[active].T
-        px, qy, Jg = disk_profiles(cx, cy, r, grad=True)
-        base = np.concatenate([px, qy], 1)
-        J = np.concatenate([m[:, None, None] * Jg, base[:, :, None]], 2)
-        step = _lm_solve(J, m[:, None] * base - data[active])
+        model, J = _disk_terms(th[active])
+        res = model - data[active]
+        step = _lm_solve(J, res)
         step[:, :3] = np.clip(step[:, :3], -1.0, 1.0)
         t = th[active] + step
         t[:, 2] = np.clip(t[:, 2], 0.3, SIZE)
         t[:, 3] = np.clip(t[:, 3], 0.05, 5.0)
+        model = model + (J @ (t - th[active])[:, :, None])[..., 0]  # first order at the new th
+        settled = _settled(
+            np.abs(step[:, :3]).max(1), np.abs(step[:, :3]).max(1), model, data[active]
+        )
+        if cost_tol is not None:
+            settled |= _cost_settled(
+                np.abs(step[:, :3]).max(1), res, model - data[active], cost_tol
+            )
+        if state is not None:  # (see fit_rects)
+            _keep_state(state, n, active, settled, J, model)
         th[active] = t
-        active = active[np.abs(step[:, :3]).max(1) > 1e-3]
+        active = active[~settled]
         if len(active) == 0:
             break
+    if state is not None and len(active):
+        model, J = _disk_terms(th[active])
+        _keep_state(state, n, active, np.ones(len(active), bool), J, model)
     return dict(zip(("cx", "cy", "r", "m"), th.T))
 
 
-def explained(alpha, model):
-    """Fraction of the coverage map's energy explained by the model: 1 - |a - model|^2 / |a|^2."""
-    a = alpha.reshape(len(alpha), -1).astype(np.float64)
-    d = a - model.reshape(len(model), -1)
-    # batched dot products (no squared temporaries)
-    energy = (a[:, None, :] @ a[:, :, None])[:, 0, 0]
-    return 1.0 - (d[:, None, :] @ d[:, :, None])[:, 0, 0] / np.maximum(energy, 1e-9)
-
-
-def disk_coverage(cx, cy, r, groups: int = 3):
-    """``render.disk_coverage`` (n, S, S) in ``groups`` groups of similar radius: it evaluates a
-    window sized by the largest disk of a call on every image, so small disks in a batch with a
-    large one cost as much as it; the same numbers (to rounding, 1e-15)."""
-    cx, cy, r = (np.asarray(v, dtype=np.float64) for v in (cx, cy, r))
-    if len(r) < 64 * groups:
-        return render.disk_coverage(cx, cy, r)
-    out = np.empty((len(r), SIZE, SIZE))
-    for idx in np.array_split(np.argsort(r), groups):
-        out[idx] = render.disk_coverage(cx[idx], cy[idx], r[idx])
-    return out
-
-
-def dilate1d(mask):
-    """Grow a (n, S) boolean mask by one cell on each side (as float)."""
-    out = mask.copy()
-    out[:, 1:] |= mask[:, :-1]
-    out[:, :-1] |= mask[:, 1:]
-    return out.astype(np.float64)
-
-
-def pole_shadow_init(a, core):
-    """Initial pole and shadow rectangles (n, 2, 6) from their union (y-up maps).
-
-    The union's bottom edge is the shadow's, its top edge the pole's; the ground (pole bottom,
-    shadow top) starts at the bottom edge plus the paper's shadow thickness 0.08 W (an initial
-    guess only).  Columns are taken from the rows above / below the ground.
-    """
-    n = len(a)
-    Q = a.sum(2)
-    has = core.any(2)  # (n, S) y-cells with core pixels
-    bottom = has.argmax(1)
-    top = SIZE - 1 - has[:, ::-1].argmax(1)
-    cells = np.arange(SIZE)[None, :]
-    yb, _, _ = edges_init(np.where(cells <= bottom[:, None] + 1, Q, 0.0))  # pure shadow cells
-    g = np.minimum(yb + 0.08 * SIZE, top - 0.5)
-    _, yt, _ = edges_init(np.where(cells >= np.ceil(g)[:, None] + 1, Q, 0.0))
-    rows = np.arange(SIZE)[None, :, None]
-    upper = (rows >= np.ceil(g)[:, None, None] + 1) & core
-    lower = (rows <= np.floor(g)[:, None, None] - 1) & core
-    colmask_u = upper.any(1)  # columns of the pole
-    colmask_l = lower.any(1)
-    Pu = np.where(rows >= np.ceil(g)[:, None, None] + 1, a, 0.0).sum(1) * dilate1d(colmask_u)
-    Pl = np.where(rows <= np.floor(g)[:, None, None] - 1, a, 0.0).sum(1) * dilate1d(colmask_l)
-    px0, px1, _ = edges_init(Pu)
-    sx0, sx1, _ = edges_init(Pl)
-    mid = np.clip(np.floor(0.5 * (g + yt)).astype(int), 0, SIZE - 1)
-    smid = np.clip(np.floor(0.5 * (yb + g)).astype(int), 0, SIZE - 1)
-    rows_i = np.arange(n)
-    mp = Q[rows_i, mid] / np.maximum(px1 - px0, 0.5)
-    ms = Q[rows_i, smid] / np.maximum(sx1 - sx0, 0.5)
-    sig = np.full(n, 0.1)
-    pole = np.stack([px0, px1, g, yt, np.clip(mp, 0.2, 3.0), sig], 1)
-    shadow = np.stack([sx0, sx1, yb, g, np.clip(ms, 0.2, 3.0), sig], 1)
-    return np.stack([pole, shadow], 1)
-
-
-# ----------------------------------------------------------------------------------------------
-# Uncertainty
-
-
-PROFILE_REUSE = 2.0  # each pixel's noise enters one column and one row profile element
-
-
-def _covariance(J, res, data, model):
-    """Gauss-Newton covariance PROFILE_REUSE s^2 (J^T J)^-1 and the residual's RMS per image.
-
-    s^2 = |r|^2 / (R - p) over the R profile elements that carry ink (data or model above 1e-3;
-    the empty rest of the canvas has neither signal nor residual).  The column and row profiles
-    are sums of the same coverage map, so the 2S residuals hold about S independent ones: the
-    usual covariance is multiplied by PROFILE_REUSE = 2 (calibrated on perturbed images by
-    tests/test_measure.py: the true error lies within 2 standard errors for >= 90 % of them).
-    """
-    p = J.shape[2]
-    live = (np.abs(data) > 1e-3) | (np.abs(model) > 1e-3)
-    dof = np.maximum(live.sum(1) - p, 1)
-    s2 = (res * res).sum(1) / dof
-    jtj = J.transpose(0, 2, 1) @ J
-    jtj += (1e-9 * np.einsum("npp->np", jtj).max(1) + 1e-12)[:, None, None] * np.eye(p)[None]
-    cov = PROFILE_REUSE * s2[:, None, None] * np.linalg.inv(jtj)
-    return cov, np.sqrt((res * res).sum(1) / np.maximum(live.sum(1), 1))
-
-
-def rect_covariance(P, Q, th, ties=(), split=None, fix_sigma=False):
-    """Covariance (n, 6K, 6K) of the rectangles' parameters th (n, K, 6) fitted by ``fit_rects``
-    (same ``ties``, ``split``, ``fix_sigma``), and the profile residual's RMS (n,).
-
-    A tied parameter shares the variance of its source; a fixed blur gets variance 0.
-    """
-    P = np.asarray(P, dtype=np.float64).reshape(len(Q), -1)
-    data = np.concatenate([P, Q], 1).astype(np.float64)
-    n, K, _ = th.shape
-    model = np.zeros_like(data)
-    Js = []
-    for k in range(K):
-        mk, Jk = _rect_terms(th[:, k], split)
-        model += mk
-        Js.append(Jk)
-    J = np.concatenate(Js, 2)
-    pairs = [(6 * k1 + p1, 6 * k2 + p2) for (k1, p1), (k2, p2) in ties]
-    for src, dst in pairs:
-        J[:, :, src] += J[:, :, dst]
-    drop = [dst for _, dst in pairs] + ([6 * k + 5 for k in range(K)] if fix_sigma else [])
-    keep = np.flatnonzero(~np.isin(np.arange(6 * K), drop))
-    sub, rms = _covariance(J[:, :, keep], model - data, data, model)
-    full = np.arange(6 * K)
-    for src, dst in pairs:
-        full[dst] = src
-    pos = {k: i for i, k in enumerate(keep)}
-    idx = np.array([pos.get(int(full[i]), -1) for i in range(6 * K)])
-    cov = np.zeros((n, 6 * K, 6 * K))
-    has = idx >= 0
-    cov[:, has[:, None] & has[None, :]] = sub[:, idx[has]][:, :, idx[has]].reshape(n, -1)
-    return cov, rms
-
-
-def disk_covariance(P, Q, fit):
-    """Covariance (n, 4, 4) of a disk fit's (cx, cy, r, m) and the profile residual's RMS (n,)."""
-    data = np.concatenate([P, Q], 1).astype(np.float64)
-    px, qy, Jg = disk_profiles(fit["cx"], fit["cy"], fit["r"], grad=True)
+def _disk_terms(th):
+    """Model m [P | Q] (n, 2S) of disks th (n, 4) = cx, cy, r, m and its Jacobian (n, 2S, 4)."""
+    cx, cy, r, m = th.T
+    px, qy, Jg = disk_profiles(cx, cy, r, grad=True)
     base = np.concatenate([px, qy], 1)
-    m = fit["m"]
     J = np.concatenate([m[:, None, None] * Jg, base[:, :, None]], 2)
-    model = m[:, None] * base
-    return _covariance(J, model - data, data, model)
-
-
-def se_of(cov, grad) -> np.ndarray:
-    """Standard error sqrt(g^T C g) of a linear combination g (p,) of the parameters."""
-    g = np.asarray(grad, dtype=np.float64)
-    return np.sqrt(np.maximum(np.einsum("p,npq,q->n", g, cov, g), 0.0))
+    return m[:, None] * base, J

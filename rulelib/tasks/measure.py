@@ -2,10 +2,11 @@
 
 The paper measured its features with colour masks, contours and moments on images upscaled to 128 px
 and dropped images where an object was not found (docs/paper.md section 3).  We measure the
-32x32 image
-itself and exploit how it was made (``rulelib.tasks.render``): each pixel is the background minus
-the sum of the objects' inks (1 - colour) weighted by the area they cover.  The steps, vectorised
-over the batch (segmentation in ``rulelib.tasks.segment``, fits in ``rulelib.tasks.fit``):
+32x32 image itself and exploit how it was made (``rulelib.tasks.render``): each pixel is the
+background minus the sum of the objects' inks (1 - colour) weighted by the area they cover.  The
+steps, vectorised over the batch (segmentation in ``rulelib.tasks.segment``, fits in
+``rulelib.tasks.fit`` from ``rulelib.tasks.estimate``'s starts, shape checks in
+``rulelib.tasks.explain``):
 
 1. **Ink and background.**  ink = background - pixel per channel, the background level estimated
    per image and channel (a colour drift g p + o keeps the ink linear in the coverage); noise
@@ -21,10 +22,10 @@ over the batch (segmentation in ``rulelib.tasks.segment``, fits in ``rulelib.tas
 4. **Scene-model fits** of the column and row sums of alpha (profiles), by damped Gauss-Newton
    (``fit.fit_rects`` / ``fit.fit_disk``): blurred pixel-integrated boxes and exact clipped
    disks, each with an ink depth m.  Blur, colour drift and noise move these estimates little.
-5. **Uncertainty.**  The Gauss-Newton covariance at the optimum (``fit.rect_covariance``,
-   ``fit.disk_covariance``) gives each feature a standard error, returned as ``se_<feature>``
-   (units of W) beside the features, with ``se_px`` (the largest, in pixels) and ``resid`` (RMS
-   profile residual of the worst object).  ``metrics.rule_report(..., max_se_px=)`` filters by it.
+5. **Uncertainty.**  The Gauss-Newton covariance at the optimum (``rulelib.tasks.uncertainty``)
+   gives each feature a standard error ``se_<feature>`` (units of W), with ``se_px`` (the
+   largest, in pixels) and ``resid`` (RMS profile residual of the worst object);
+   ``metrics.rule_report(..., max_se_px=)`` filters by it.
 6. **Checks.**  An image is measurable (ok) only if every object was found, no sizeable extra blob
    or unexplained ink exists, each fitted shape explains its coverage map (1 - |residual|^2 /
    |alpha|^2 >= 0.7) *and* explains it better than the other shape does (a disk fitted where a
@@ -36,14 +37,16 @@ over the batch (segmentation in ``rulelib.tasks.segment``, fits in ``rulelib.tas
 
 The per-task functions run on blocks of ``CHUNK`` images (``chunked``), so any n fits in memory.
 
-Speed (``benchmarks/measure.py``: process CPU time, one process and thread, 2-core AMD EPYC with
-AVX2, 8192 images, on a loaded machine; three runs): clean renders A 2100-2300, B 4850-5800, C
-4300-5600, D 4600-4700 images/s; degraded images (issue 11's set) A 1250-1700, B 2100-2400, C
-1950-2250, D 2150-2500.  Segmentation alone runs at 15 000-30 000 images/s; the Gauss-Newton fits
-take the rest.  Paths: the other shape is fitted only where the object's own shape leaves over
-SKIP_ALT of its coverage map unexplained: on almost no clean object, on most degraded ones (their
-noise alone leaves more); fitting it on every object costs 0-20 % more.  Issue 11's 5000/s is
-reached only on clean B (and clean C in some runs).
+Speed (``benchmarks/measure.py``: process CPU time, one thread, 2-core AMD EPYC with AVX2, 8192
+images, loaded machine; two runs): clean renders A 3750-4100, B 5800-6050, C 6100-6550, D
+5300-6800 images/s (before: A 2100-2300, B 4850-5800, C 4300-5600, D 4600-4700; interleaved in
+one process against the previous code, 2.0-2.4x on A); degraded A 1350-1750, B 2000-2450,
+C 2350-2500, D 2100-2150.  Paths: sharp renders start their fits at closed-form estimates
+(``rulelib.tasks.estimate``) and stop after one Gauss-Newton step (``fit._settled``: 82-100 %
+of clean fits), every covariance reuses its fit's last Jacobian, the other shape's fit stops on
+its residual (ALT_COST_TOL) and is made only where the object's own shape leaves over SKIP_ALT
+of its coverage map unexplained (most degraded objects).  Issue 11's 5000/s is met on clean B,
+C, D, not on clean A nor on degraded images (segmentation alone: 27 000-42 000/s clean).
 """
 
 from __future__ import annotations
@@ -51,19 +54,14 @@ from __future__ import annotations
 import numpy as np
 
 from rulelib.tasks import render
+from rulelib.tasks.estimate import pole_shadow_init
+from rulelib.tasks.explain import disk_window_groups, explained_disks, explained_rects
 from rulelib.tasks.fit import (  # noqa: F401  (box_profile, disk_profiles: public re-exports)
     box_profile,
-    disk_covariance,
-    disk_coverage,
     disk_profiles,
-    edges_init,
-    explained,
     fit_disk,
     fit_rect,
     fit_rects,
-    pole_shadow_init,
-    rect_covariance,
-    se_of,
 )
 from rulelib.tasks.segment import (
     check_images,
@@ -74,6 +72,7 @@ from rulelib.tasks.segment import (
     project,
     to_float,  # noqa: F401  (public re-export: rulelib.tasks.mirror, tests)
 )
+from rulelib.tasks.uncertainty import disk_covariance, rect_covariance, se_of
 
 SIZE = render.SIZE
 MIN_CORE_PIXELS = 2  # an object's core has at least this many pixels
@@ -98,6 +97,7 @@ MODEL_SE_PX = 0.05
 MIN_EXTENT_PX = 0.75
 SKIP_ALT = 0.01  # own shape's unexplained energy below which the other shape is not fitted
 ALT_ITERS = 8  # Gauss-Newton steps of the other shape's fit (it starts near its optimum)
+ALT_COST_TOL = 0.01  # the other shape's fit stops once a step lowers its residual by < 1 %
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,42 +153,45 @@ def extract(images, spec, *, grow: int = 1, reasons: dict | None = None, nan: bo
     fits = {}
     for shape in {s for _, _, s in spec} - {"rect", "disk"}:
         raise ValueError(f"unknown shape {shape!r}; expected 'rect' or 'disk'")
-    yup = alpha[:, :, ::-1, :]  # y up: index 0 is the bottom cell
-    P_all, Q_all = yup.sum(2), yup.sum(3)  # (n, K, S) column and row profiles
+    # (n, K, S) column and row profiles, the rows y up (index 0: the bottom cell)
+    P_all, Q_all = alpha.sum(2), alpha.sum(3)[:, :, ::-1]
     rects = [k for k, (_, _, shape) in enumerate(spec) if shape == "rect"]
-    rect_fits, ref = {}, None
+    rect_fits, ref, states = {}, None, {}
     if len(rects) >= 2:
         # The image's blur, from its largest rectangle (most core pixels): a thin blurred bar
         # alone cannot tell its depth from its height, so the others are pulled towards it.
         sizes = np.stack([cores[k].sum((1, 2)) for k in rects], 1)
         ref = np.asarray(rects)[sizes.argmax(1)]
-        rows = np.arange(n)
-        f_ref = fit_rect(P_all[rows, ref], Q_all[rows, ref])
+        rows, st_ref = np.arange(n), {}
+        f_ref = fit_rect(P_all[rows, ref], Q_all[rows, ref], state=st_ref)
         for k in rects:
-            f = {key: np.array(v) for key, v in f_ref.items()}
+            f, st = dict(f_ref), dict(st_ref)
             other = np.flatnonzero(ref != k)
             if len(other):
                 # a sharp image (sigma near its floor, where it is poorly determined) gives
                 # no prior: thin sharp bars measure exactly with a free blur width
                 prior = np.where(f_ref["sigma"][other] > 0.15, f_ref["sigma"][other], np.nan)
-                sub = fit_rect(P_all[other, k], Q_all[other, k], sigma_prior=prior)
-                for key in f:
-                    f[key][other] = sub[key]
-            rect_fits[k] = f
+                sub_st = {}
+                sub = fit_rect(P_all[other, k], Q_all[other, k], sigma_prior=prior, state=sub_st)
+                for d, part in ((f, sub), (st, sub_st)):
+                    for key in d:
+                        d[key] = np.array(d[key])
+                        d[key][other] = part[key]
+            rect_fits[k], states[k] = f, st
     for k, (name, _cls, shape) in enumerate(spec):
         P, Q, a = P_all[:, k], Q_all[:, k], alpha[:, k]
+        st = states.get(k, {})
         if shape == "rect":
-            f = rect_fits[k] if k in rect_fits else fit_rect(P, Q)
+            f = rect_fits[k] if k in rect_fits else fit_rect(P, Q, state=st)
             th = np.stack([f[key] for key in ("x0", "x1", "y0", "y1", "m", "sigma")], 1)
-            cov, f["resid"] = rect_covariance(P, Q, th[:, None, :])
+            cov, f["resid"] = rect_covariance(P, Q, th[:, None, :], state=st)
             f["cov"] = cov[:, :4, :4]  # x0, x1, y0, y1
-            model = render.rect_coverage(f["x0"], f["x1"], f["y0"], f["y1"])
+            f["explained"] = explained_rects(a, [[f[key] for key in ("x0", "x1", "y0", "y1", "m")]])
         else:
-            f = fit_disk(P, Q)
-            cov, f["resid"] = disk_covariance(P, Q, f)
+            f = fit_disk(P, Q, state=st)
+            cov, f["resid"] = disk_covariance(P, Q, f, state=st)
             f["cov"] = cov[:, :3, :3]  # cx, cy, r
-            model = disk_coverage(f["cx"], f["cy"], f["r"])
-        f["explained"] = explained(a, f["m"][:, None, None] * model)
+            f["explained"] = explained_disks(a, f["cx"], f["cy"], f["r"], f["m"])
         check(f"{name}: shape", f["explained"] >= MIN_EXPLAINED)
         f["alt_explained"] = _other_shape(P, Q, a, shape, 1.0 - f["explained"])
         other_better = 1.0 - f["explained"] > ALT_RATIO[shape] * (1.0 - f["alt_explained"])
@@ -235,16 +238,15 @@ def _other_shape(P, Q, a, shape, unexplained):
         return out
     P, Q, a = P[need], Q[need], a[need]
     if shape == "rect":
-        alt = fit_disk(P, Q, iters=ALT_ITERS)
-        model = disk_coverage(alt["cx"], alt["cy"], alt["r"])
+        alt = fit_disk(P, Q, iters=ALT_ITERS, cost_tol=ALT_COST_TOL)
+        out[need] = explained_disks(a, alt["cx"], alt["cy"], alt["r"], alt["m"])
     else:
-        alt = fit_rect(P, Q, iters=ALT_ITERS)
-        model = render.rect_coverage(alt["x0"], alt["x1"], alt["y0"], alt["y1"])
-    out[need] = explained(a, alt["m"][:, None, None] * model)
+        alt = fit_rect(P, Q, iters=ALT_ITERS, cost_tol=ALT_COST_TOL)
+        out[need] = explained_rects(a, [[alt[k] for k in ("x0", "x1", "y0", "y1", "m")]])
     return out
 
 
-CHUNK = 256  # images per block: keeps the per-pixel arrays in cache (fastest of 128-1024)
+CHUNK = 128  # images per block: keeps the per-pixel arrays in cache (fastest of 64-256)
 
 
 def chunked(fn):
@@ -337,16 +339,18 @@ def measure_light_shadow(images, reasons: dict | None = None):
     check("sun: not found", s1 >= MIN_CORE_PIXELS)
     check("sun: extra blob", s2 < _extra_blob_limit(s1))
     check("sun: faint", np.linalg.norm(d, axis=1) > 0.1)
-    dn2 = np.maximum((d * d).sum(-1), 1e-6)
-    a_sun = project(ink, d) / dn2[:, None, None] * sup
-    yup = a_sun[:, ::-1, :]
-    sun = fit_disk(yup.sum(1), yup.sum(2))
-    sun_cov = disk_coverage(sun["cx"], sun["cy"], sun["r"])
-    sun["explained"] = explained(a_sun, sun["m"][:, None, None] * sun_cov)
+    d32 = d.astype(np.float32)  # float32 maps, as extract's (half the memory traffic)
+    dn2 = np.maximum((d32 * d32).sum(-1), 1e-6)
+    a_sun = project(ink, d32) / dn2[:, None, None] * sup
+    Ps, Qs = a_sun.sum(1), a_sun.sum(2)[:, ::-1]  # column and row (y up) profiles
+    sun_state = {}
+    sun = fit_disk(Ps, Qs, state=sun_state)
+    windows = disk_window_groups(sun["cx"], sun["cy"], sun["r"])  # the sun's coverage
+    sun["explained"] = explained_disks(a_sun, *(sun[k] for k in ("cx", "cy", "r", "m")), windows)
     check("sun: shape", sun["explained"] >= MIN_EXPLAINED)
-    box_expl = _other_shape(yup.sum(1), yup.sum(2), a_sun, "disk", 1.0 - sun["explained"])
+    box_expl = _other_shape(Ps, Qs, a_sun, "disk", 1.0 - sun["explained"])
     check("sun: other shape", ~(1.0 - sun["explained"] > ALT_RATIO["disk"] * (1.0 - box_expl)))
-    S, sun_resid = disk_covariance(yup.sum(1), yup.sum(2), sun)
+    S, sun_resid = disk_covariance(Ps, Qs, sun, state=sun_state)
     check("sun: depth", (sun["m"] >= DEPTH_RANGE[0]) & (sun["m"] <= DEPTH_RANGE[1]))
     # pole + shadow: the largest non-yellow component, as channel-summed ink minus the sun's model
     other = classes["strong"] & ~classes["yellow"] & ~sup
@@ -357,22 +361,29 @@ def measure_light_shadow(images, reasons: dict | None = None):
     check("pole/shadow: extra blob", u2 < A_EXTRA_BLOB_PIXELS)
     usup = dilate(ucore, 2)
     check("unexplained ink", (classes["strong"] & ~sup & ~usup).sum((1, 2)) <= 3)
-    ink_sum = ink.sum(0) - (sun["m"] * d.sum(1))[:, None, None] * sun_cov
+    # channel-summed ink less the sun's model m |d|_1 coverage, subtracted in its window only
+    ink_sum = ink.sum(0, dtype=np.float64)
+    depth = sun["m"] * d.sum(1)
+    for idx, win, rows, cols in windows:
+        at = (idx[:, None, None], rows[:, :, None], cols[:, None, :])
+        ink_sum[at] -= depth[idx, None, None] * win
     a = np.where(usup, ink_sum, 0.0)
     th0 = pole_shadow_init(a[:, ::-1, :], ucore[:, ::-1, :])
-    yup = a[:, ::-1, :]
     split = np.clip(np.rint(th0[:, 0, 2]), 1, SIZE - 1).astype(int)  # near the ground line
-    low = np.arange(SIZE)[None, :, None] < split[:, None, None]
-    P2 = np.stack([np.where(low, yup, 0.0).sum(1), np.where(low, 0.0, yup).sum(1)], 1)
+    # column profiles below and above the split: sums over the image rows (top first) of the
+    # y-cells below it, as one batched product with their indicator, and the rest
+    low = (np.arange(SIZE)[None, ::-1] < split[:, None]).astype(a.dtype)[:, None, :]
+    P_lo, P = (low @ a)[:, 0], a.sum(1)
+    P2, Q = np.stack([P_lo, P - P_lo], 1), a.sum(2)[:, ::-1]
     ties = (((0, 2), (1, 3)), ((0, 5), (1, 5)))
-    th = fit_rects(P2, yup.sum(2), th0, iters=20, ties=ties, split=split)
-    C, ps_resid = rect_covariance(P2, yup.sum(2), th, ties=ties, split=split)
+    st = {}
+    th = fit_rects(P2, Q, th0, iters=20, ties=ties, split=split, state=st)
+    C, ps_resid = rect_covariance(P2, Q, th, ties=ties, split=split, state=st)
     pole = dict(zip(("x0", "x1", "y0", "y1", "m", "sigma"), th[:, 0].T))
     sh = dict(zip(("x0", "x1", "y0", "y1", "m", "sigma"), th[:, 1].T))
-    model = pole["m"][:, None, None] * render.rect_coverage(
-        pole["x0"], pole["x1"], pole["y0"], pole["y1"]
-    ) + sh["m"][:, None, None] * render.rect_coverage(sh["x0"], sh["x1"], sh["y0"], sh["y1"])
-    check("pole/shadow: shape", explained(a, model) >= MIN_EXPLAINED)
+    keys = ("x0", "x1", "y0", "y1", "m")
+    expl = explained_rects(a, [[pole[k] for k in keys], [sh[k] for k in keys]])
+    check("pole/shadow: shape", expl >= MIN_EXPLAINED)
     for obj, f in (("pole", pole), ("shadow", sh)):
         check(f"{obj}: depth", (f["m"] >= 0.25) & (f["m"] <= 4.5))  # ink sums 0.5-2.4, x blur
     # (the shadow's length may be under a pixel beside the pole, which hides most of it)
