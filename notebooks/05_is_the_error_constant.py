@@ -170,7 +170,7 @@ def cell(rep, key):
     return f"{f.format(v)} [{f.format(ci[0])}, {f.format(ci[1])}]" if ci else f.format(v)
 
 
-CLASSES = ("empirical", "gaussian", "local", "equivariant")
+CLASSES = ("empirical", "gaussian", "local", "equivariant", "local-calibrated")
 scored, rows = {}, []
 for name in TASKS:
     task = tasks.get(name)
@@ -186,8 +186,11 @@ for name in TASKS:
             images = images[:64]
         rep, cols = score(task, images, train_images, fresh[: len(images)])
         # agreement with the quick U-Net: the same sampler and seed, so image i of both started
-        # from the same noise (Kamb & Ganguli's per-image pixel r^2)
-        unet_images = load_images(sets["quick U-Net"])
+        # from the same noise (Kamb & Ganguli's per-image pixel r^2); the calibrated machine
+        # against the U-Net it was calibrated to (its samples from the same noise)
+        own = RESULTS / "analytic" / name / "unet_samples.npz"
+        unet_images = load_images(own if label.endswith("calibrated") and own.exists()
+                                  else sets["quick U-Net"])  # fmt: skip
         r2 = (np.nanmedian(denoisers.pixel_r2(images, unet_images[: len(images)]))
               if label in CLASSES else float("nan"))  # fmt: skip
         scored[name, label] = (rep, cols)
@@ -225,6 +228,37 @@ for name in TASKS:
     assert unet["copy_rate"]["ci"][1] <= 0.05, unet["copy_rate"]
 
 # %% [markdown]
+# ### The local machine calibrated to a trained U-Net
+# Kamb & Ganguli set the local machine's patch size per noise level by matching a trained
+# network.  `rulelib.analytic.calibrate` does that for Task B against the length arm's U-Net (the
+# quick profile's settings, 182 000 training images): at 20 of the sampler's noise levels, the
+# patch size (3–15 px) whose clean-image estimate has the highest r² against the U-Net's, on
+# held-out images noised to that level.  Its samples are the `local-calibrated` row above; their
+# r² column is against that U-Net's images from the same noise.
+
+# %%
+cal_dir = RESULTS / "analytic" / "B" / "local-calibrated"
+if (cal_dir / "calibration.json").exists():
+    cal = json.loads((cal_dir / "calibration.json").read_text())
+    ts, chosen = np.array(cal["schedule"]["ts"]), np.array(cal["schedule"]["patches"])
+    r2_cal = {int(p): np.array(v) for p, v in cal["r2"].items()}
+    print("t:", ts.tolist())
+    print("P:", chosen.tolist())
+    display(Markdown("![calibration](../results/analytic/B/local-calibrated/calibration.png)"))
+    # the file is consistent: the chosen size is the best-scoring one at every level
+    best = np.max(np.stack(list(r2_cal.values())), 0)
+    assert np.allclose([r2_cal[p][i] for i, p in enumerate(chosen)], best)
+    # the claim (as Kamb & Ganguli found on natural images): the scale that matches the U-Net
+    # grows with the noise -- the smallest patch near the clean end, large ones mid-way
+    low, mid = chosen[ts <= 101], chosen[(ts >= 300) & (ts <= 600)]
+    print(f"chosen patch: t <= 101 {low.tolist()}, 300 <= t <= 600 {mid.tolist()}; r² at the "
+          f"chosen size: {np.round(best[ts <= 600].min(), 2)}-{np.round(best.max(), 2)} for "
+          f"t <= 600, {np.round(best[ts > 600].max(), 2)} at most above")  # fmt: skip
+    assert low.max() < mid.min()
+else:
+    print("no calibrated machine committed")
+
+# %% [markdown]
 # ### Nearest-training distances against fresh task images
 # A model that drifts towards its training images without copying them shows up here first: its
 # distribution sits left of the fresh images'.
@@ -237,7 +271,7 @@ for ax, name in zip(axes, TASKS):
     fresh = task.sample(256, 7919)[0]
     ref, _ = memorisation.nearest(fresh, train_images, k=2)
     ax.hist(ref[:, 0], bins=30, histtype="step", color="k", label="fresh task images")
-    for label in ("quick U-Net", "gaussian", "local", "equivariant"):
+    for label in ("quick U-Net", "gaussian", "local", "equivariant", "local-calibrated"):
         path = (RESULTS / "quick" / name / "samples.npz" if label == "quick U-Net"
                 else RESULTS / "analytic" / name / label / "samples.npz")  # fmt: skip
         if path.exists():
