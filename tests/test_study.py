@@ -164,3 +164,8 @@ def test_command_line_builds_the_runs():
     a = p.parse_args(["train", "--task", "C", "--images", "256000"])
     (r,) = command.runs_of(a)
     assert r.name == "length_C" and r.to_dict()["images_at"][-1] == 256_000
+
+
+def test_plateau_label_rounds_to_the_ci_scale():
+    assert evaluate._on_scale(3.7e-18, 2e-26, 0.00355) == "0.0000 [0.0000, 0.0036]"
+    assert evaluate._on_scale(2.7e-14, 1e-20, 49.05) == "0 [0, 49]"

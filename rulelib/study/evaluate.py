@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 from pathlib import Path
 
@@ -203,6 +204,13 @@ def fits(rows: list[dict]) -> dict:
     return out
 
 
+def _on_scale(c: float, lo: float, hi: float) -> str:
+    """ "c [lo, hi]" with two significant digits of the CI's upper end (a fitted c of 4e-18 is
+    0.0000 on a CI of [0, 0.0036], not "4e-18")."""
+    digits = max(0, 1 - math.floor(math.log10(hi))) if hi > 0 else 4
+    return f"{c:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
 def _figure(rows, fitd, arm, task, path):
     rs = sorted(
         (r for r in rows if r["arm"] == arm and r["task"] == task and r["sampling"] == "ema ddim"),
@@ -230,9 +238,12 @@ def _figure(rows, fitd, arm, task, path):
                 ax.axvline(f["from_images"], ls=":", color="grey", label=gate)
             if arm == "length" and f.get("c_ci"):
                 xx = np.geomspace(f["from_images"], x.max() * 4, 100)
-                ax.plot(xx, f["c"] + f["a"] * (xx / f["images_0"]) ** (-f["b"]), "k--",
-                        label=f"c + a x^-b: c = {f['c']:.3g} "
-                        f"[{f['c_ci'][0]:.3g}, {f['c_ci'][1]:.3g}]")  # fmt: skip
+                ax.plot(
+                    xx,
+                    f["c"] + f["a"] * (xx / f["images_0"]) ** (-f["b"]),
+                    "k--",
+                    label="c + a x^-b: c = " + _on_scale(f["c"], *f["c_ci"]),
+                )
                 ax.axhspan(*f["c_ci"], color="grey", alpha=0.2)
         ax.set_xscale("log")
         ax.set_xlabel("training images seen" if arm == "length" else "training-set size")
