@@ -95,9 +95,9 @@ def calibrate(model, train, fresh, schedule: Schedule, ts, *, patches=PATCHES,
     scores = {p: [] for p in patches}
     for t in tqdm(ts, desc="calibrating", disable=not progress):
         ab = float(schedule.alpha_bars_f64[t])
-        x_t = math.sqrt(ab) * x0 + math.sqrt(1 - ab) * torch.randn(x0.shape, generator=gen)
         tt = torch.full((len(x0),), t, dtype=torch.long)
-        ref = (x_t - math.sqrt(1 - ab) * model(x_t, tt).float()) / math.sqrt(ab)
+        x_t = schedule.q_sample(x0, tt, torch.randn(x0.shape, generator=gen))
+        ref = (x_t - math.sqrt(1 - ab) * model(x_t, tt).float()) / math.sqrt(ab)  # eq. 15
         for p, m in machines.items():
             scores[p].append(r2(m.x0(x_t, tt), ref))
     best = [max(patches, key=lambda p: (scores[p][i], -p)) for i in range(len(ts))]

@@ -238,15 +238,15 @@ def remove(run_dir, epochs) -> list[int]:
     and a resumed run starts from). Each folder is first renamed to a temporary name, so a run
     killed midway leaves a `.tmp-*` folder that `clean` removes, never a half-deleted checkpoint.
     Returns the epochs removed."""
-    ckpts = list_checkpoints(run_dir)
+    ckpts, doomed_epochs = list_checkpoints(run_dir), set(epochs)
     if not ckpts:
         return []
     newest = ckpts[-1][0]
-    if newest in set(epochs):
+    if newest in doomed_epochs:
         raise ValueError(f"refusing to remove the newest checkpoint (epoch {newest}) of {run_dir}")
     removed = []
     for epoch, folder in ckpts:
-        if epoch in set(epochs):
+        if epoch in doomed_epochs:
             doomed = folder.with_name(f".tmp-removed-{folder.name}")
             os.replace(folder, doomed)
             shutil.rmtree(doomed, ignore_errors=True)
