@@ -97,7 +97,13 @@ def test_arms_keep_the_quick_settings():
     assert cfg.epochs == 256 and r.profile().sampling("B") == q.sampling("B")
     s = arms.size_run("B", 250)
     assert s.epochs[-1] * 250 == arms.SIZE_IMAGES and s.n_train() == 250
-    assert arms.size_run("B", "fresh").epochs == (1,)
+    fresh = arms.size_run("B", "fresh")
+    assert fresh.epochs == (1,)
+    # one epoch of 128 000 images: mid-epoch resume points every RESUME_IMAGES; none where an
+    # epoch is shorter (the epochs' own resume points do)
+    mid = fresh.train_config().resume_steps
+    assert mid * cfg.batch_size <= arms.RESUME_IMAGES < (mid + 1) * cfg.batch_size
+    assert cfg.resume_steps == 0 and s.train_config().resume_steps == 0
     with pytest.raises(ValueError, match="size"):
         arms.size_run("B", 0)
     with pytest.raises(ValueError, match="budget"):

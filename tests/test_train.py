@@ -60,6 +60,32 @@ def test_resume_is_bitwise_equal_to_uninterrupted(images, tmp_path):
     assert same(states(tmp_path / "straight")[0][1], raw1)
 
 
+def test_a_run_killed_mid_epoch_resumes_there_to_the_bit(images, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    tr.train(cfg(), images, straight, progress=False)
+    run, calls, real = tmp_path / "killed", [0], lv.Step.step
+
+    def step_then_die(self, *a, **kw):  # killed during step 5 (the second of epoch 2)
+        calls[0] += 1
+        if calls[0] == 5:
+            raise KeyboardInterrupt
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(lv.Step, "step", step_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train(cfg(resume_steps=1), images, run, progress=False)
+    # points after steps 1, 2 (epoch 1) were removed by its checkpoint; step 4's is the newest
+    assert [s for s, _ in ck.midepoch_points(run)] == [4]
+    assert [e for e, _ in list_checkpoints(run)] == [1]
+    monkeypatch.setattr(lv.Step, "step", real)
+    s = tr.train(cfg(resume_steps=1), images, run, progress=False)
+    assert s["start_epoch"] == 1 and s["start_step"] == 4 and s["steps"] == 6
+    (e1, raw1), (_, ema1) = states(straight)
+    (e2, raw2), (_, ema2) = states(run)
+    assert e1 == e2 == 2 and same(raw1, raw2) and same(ema1, ema2)
+    assert ck.midepoch_points(run) == [] and [e for e, _ in list_checkpoints(run)] == [1, 2]
+
+
 def test_ema_is_the_raw_weights_until_ema_start_then_their_running_average(images, tmp_path):
     """One step per epoch and a checkpoint per epoch: raw weights w_1..w_5 after steps 0..4.
     With ema_start = 3 and decay 0.5 the EMA is w_e for e <= 3, then (w_3 + w_4) / 2, then
@@ -127,6 +153,7 @@ def test_corrupt_or_missing_checkpoint_is_named(images, tmp_path):
         (dict(batch_size=-16), "batch_size must be a positive integer, got -16"),
         (dict(preset="huge"), "unknown preset 'huge'"),
         (dict(lr=0.0), "lr must be positive"),
+        (dict(resume_steps=-1), "resume_steps must be an integer >= 0, got -1"),
         (dict(device="tpu9"), "device"),
     ],
 )

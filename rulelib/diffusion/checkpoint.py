@@ -14,6 +14,13 @@ A temporary folder left by a killed run (`.tmp-epoch_*`) is never read, and `cle
 the next start.  A checkpoint folder missing one of its files (deleted by hand, say) is not a
 checkpoint: `clean` moves it aside to `epoch_XXXXXX.incomplete` and names it, and a save of the
 same epoch replaces it the same way instead of refusing after the work is done.
+
+Mid-epoch resume points.  A run whose epoch is long (a large or fresh training set: one epoch of
+128 000 images is over an hour on one CPU core) can also write `checkpoints/midepoch_SSSSSSSSS/`
+every `resume_steps` steps (S: the global step): the same files, and in `state.pt` the epoch's
+data order, so a run killed mid-epoch resumes there to the bit.  They are not checkpoints (not
+listed, not loaded for sampling, `latest` never names them); the trainer removes them once the
+epoch's checkpoint (or a newer resume point) exists.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from rulelib.diffusion import unet
 from rulelib.diffusion.config import TrainConfig
 
 _CKPT_RE = re.compile(r"^epoch_(\d{6})$")
+_MID_RE = re.compile(r"^midepoch_(\d{9})$")
 _CKPT_FILES = ("model.safetensors", "ema.safetensors", "state.pt", "config.json")
 
 
@@ -114,10 +122,13 @@ def _set_aside_incomplete(folder: Path) -> Path:
     return dst
 
 
-def _save_checkpoint(run_dir: Path, cfg: TrainConfig, model, ema, opt, gen, epoch, step, extra):
+def _save_checkpoint(run_dir: Path, cfg: TrainConfig, model, ema, opt, gen, epoch, step, extra,
+                     *, midepoch: bool = False):  # fmt: skip
+    """Write `epoch_XXXXXX/` (and point `latest` at it), or with ``midepoch`` a resume point
+    `midepoch_SSSSSSSSS/` (``extra`` then holds the epoch's data order); atomically."""
     ckdir = run_dir / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
-    final = ckdir / f"epoch_{epoch:06d}"
+    final = ckdir / (f"midepoch_{step:09d}" if midepoch else f"epoch_{epoch:06d}")
     if final.exists():
         if _is_complete(final):
             raise CheckpointError(f"refusing to overwrite existing checkpoint {final}")
@@ -144,8 +155,28 @@ def _save_checkpoint(run_dir: Path, cfg: TrainConfig, model, ema, opt, gen, epoc
     except BaseException:  # a full disk, a read-only folder, Ctrl-C: leave no temporary folder
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    atomic.write_text(ckdir / "latest", final.name + "\n")
+    if not midepoch:
+        atomic.write_text(ckdir / "latest", final.name + "\n")
     return final
+
+
+def midepoch_points(run_dir) -> list[tuple[int, Path]]:
+    """[(step, folder)] of the complete mid-epoch resume points of a run, oldest first."""
+    ckdir = Path(run_dir) / "checkpoints"
+    if not ckdir.is_dir():
+        return []
+    found = ((_MID_RE.match(p.name), p) for p in ckdir.iterdir())
+    return sorted((int(m.group(1)), p) for m, p in found if m and p.is_dir() and _is_complete(p))
+
+
+def remove_midepoch(run_dir, *, before_step: int | None = None) -> None:
+    """Delete the mid-epoch resume points (only those before ``before_step`` when given), each
+    renamed to a temporary name first, as `remove` does."""
+    for step, folder in midepoch_points(run_dir):
+        if before_step is None or step < before_step:
+            doomed = folder.with_name(f".tmp-removed-{folder.name}")
+            os.replace(folder, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
 
 
 def clean(run_dir) -> dict[str, list[Path]]:

@@ -15,7 +15,7 @@ from rulelib.diffusion.schedule import Schedule
 # run keeps the levers its checkpoint records unless they are set here (rulelib.diffusion.train).
 RESUME_FREE_KEYS = frozenset(
     {"epochs", "device", "compile", "bf16", "channels_last", "ckpt_every", "log_every",
-     "sample_weights"}
+     "sample_weights", "resume_steps"}
 )  # fmt: skip
 
 
@@ -33,6 +33,8 @@ class TrainConfig:
     ema_decay: float = 0.995
     ema_start: int = 2000  # steps; before it the EMA copies the raw weights
     ckpt_every: int = 50  # epochs
+    # steps between mid-epoch resume points (0: none); for runs whose one epoch is long
+    resume_steps: int = 0
     T: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 2e-2
@@ -61,6 +63,9 @@ class TrainConfig:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{key} must be a positive integer, got {v!r}")
+        if isinstance(self.resume_steps, bool) or not isinstance(self.resume_steps, int) or \
+                self.resume_steps < 0:  # fmt: skip
+            raise ValueError(f"resume_steps must be an integer >= 0, got {self.resume_steps!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -29,7 +29,9 @@ CPU, CUDA, numpy and the data generator, epoch, step, a hash of the training dat
 `config.json`. The folder is written under a temporary name and renamed into place (atomic), then
 the pointer file `checkpoints/latest` is replaced atomically. Every checkpoint is kept: the
 training-length sweep evaluates them all. Nothing written is overwritten: a run folder is only
-ever continued.
+ever continued. With `resume_steps` > 0 the loop also writes a mid-epoch resume point every that
+many steps (with the epoch's data order; rulelib.diffusion.checkpoint), and a resumed run starts
+from the newest of the two, at the step it holds.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ from rulelib.diffusion.checkpoint import (
     _save_checkpoint,
     _set_rng_state,
     list_checkpoints,
+    midepoch_points,
+    remove_midepoch,
 )
 from rulelib.diffusion.config import RESUME_FREE_KEYS, TrainConfig
 from rulelib.diffusion.schedule import Schedule, images_to_tensor
@@ -159,6 +163,7 @@ class _Run:
     epoch: int
     step: int
     summary: dict
+    perm: torch.Tensor | None = None  # the epoch's data order when resuming mid-epoch
 
 
 def _recorded_levers(state: dict | None, device: torch.device) -> levers.Levers | None:
@@ -190,10 +195,9 @@ def _prepare(cfg: TrainConfig, images_uint8, run_dir: Path, resume: bool, progre
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     schedule = cfg.schedule().to(device)
     data = images_to_tensor(images_uint8, device)
-    epoch, step, state = 0, 0, None
-    ckpts = list_checkpoints(run_dir) if resume else []
-    if ckpts:
-        ck = ckpts[-1][1]
+    epoch, step, state, perm = 0, 0, None, None
+    ck = _resume_point(run_dir) if resume else None
+    if ck is not None:
         state = _load_state(ck / "state.pt")
         if state.get("data_hash") != data_hash:
             raise CheckpointError(
@@ -204,6 +208,8 @@ def _prepare(cfg: TrainConfig, images_uint8, run_dir: Path, resume: bool, progre
         ema.load_state_dict(_load_weights(ck / "ema.safetensors"))
         _set_rng_state(state["rng"], gen)
         epoch, step = int(state["epoch"]), int(state["step"])
+        perm = state.get("perm")  # a mid-epoch point: the rest of this epoch's order
+        perm = None if perm is None else perm.to(device)
 
     # Written only now that every check has passed; it may differ from the old one only in
     # RESUME_FREE_KEYS (e.g. a longer run). Each checkpoint keeps its own copy.
@@ -243,7 +249,17 @@ def _prepare(cfg: TrainConfig, images_uint8, run_dir: Path, resume: bool, progre
         "start_epoch": epoch, "start_step": step,
     }  # fmt: skip
     return _Run(device, model, ema, opt, gen, step_fn, schedule, data, data_hash, lev, epoch,
-                step, summary)  # fmt: skip
+                step, summary, perm)  # fmt: skip
+
+
+def _resume_point(run_dir: Path) -> Path | None:
+    """The newest checkpoint, or a newer mid-epoch resume point (its step is past the checkpoint's:
+    a resume point is written after the checkpoint of the epoch before it)."""
+    ckpts, mids = list_checkpoints(run_dir), midepoch_points(run_dir)
+    ck = ckpts[-1][1] if ckpts else None
+    if mids and (ck is None or mids[-1][0] > int(_load_state(ck / "state.pt")["step"])):
+        return mids[-1][1]
+    return ck
 
 
 def _match_layout(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> None:
@@ -254,6 +270,20 @@ def _match_layout(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> Non
         for k, v in st.items():
             if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
                 st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
+def _save(r: _Run, cfg: TrainConfig, run_dir: Path, epoch: int, step: int, perm=None) -> None:
+    """The checkpoint of a finished epoch, or (with the epoch's data order ``perm``) a mid-epoch
+    resume point; either way the older resume points go."""
+    if step <= cfg.ema_start:  # the EMA is still the raw weights (see `_loop`)
+        torch._foreach_copy_(list(r.ema.parameters()), r.step_fn.params)
+    # The levers go into every checkpoint: a resumed run keeps them (same bits).
+    extra = {"data_hash": r.data_hash, "levers": {"device": r.device.type, **r.lev.to_dict()}}
+    if perm is not None:
+        extra["perm"] = perm.to("cpu")
+    _save_checkpoint(run_dir, cfg, r.model, r.ema, r.opt, r.gen, epoch, step, extra,
+                     midepoch=perm is not None)  # fmt: skip
+    remove_midepoch(run_dir, before_step=step if perm is not None else None)
 
 
 def _loop(r: _Run, cfg: TrainConfig, run_dir: Path, progress: bool, time_limit_s) -> dict:
@@ -286,8 +316,12 @@ def _loop(r: _Run, cfg: TrainConfig, run_dir: Path, progress: bool, time_limit_s
 
     try:
         while epoch < cfg.epochs:
-            perm = torch.randperm(n, device=device, generator=r.gen)  # the epoch's data order
-            for i in range(0, n, cfg.batch_size):
+            if r.perm is None:
+                perm, first = torch.randperm(n, device=device, generator=r.gen), 0  # data order
+            else:  # resumed mid-epoch: the order drawn at the epoch's start, from where it was
+                perm, first = r.perm, (step - epoch * steps_per_epoch) * cfg.batch_size
+                r.perm = None
+            for i in range(first, n, cfg.batch_size):
                 x0 = r.data[perm[i : i + cfg.batch_size]]
                 loss = r.step_fn.step(r.schedule, x0, r.gen, r.opt)
                 # EMA: the raw weights until ema_start steps, then ema <- ema + (1-decay)(w - ema).
@@ -319,17 +353,15 @@ def _loop(r: _Run, cfg: TrainConfig, run_dir: Path, progress: bool, time_limit_s
                     seen_total += seen
                     loss_sum.zero_()
                     n_logged, seen, t_log = 0, 0, now
+                if cfg.resume_steps and step % cfg.resume_steps == 0 and i + cfg.batch_size < n:
+                    check_finite()
+                    _save(r, cfg, run_dir, epoch, step, perm)
             epoch += 1
             check_finite()
             t_end = time.perf_counter()
             out_of_time = time_limit_s is not None and time.perf_counter() - t_start > time_limit_s
             if epoch % cfg.ckpt_every == 0 or epoch == cfg.epochs or out_of_time:
-                if step <= cfg.ema_start:  # the EMA is still the raw weights (see above)
-                    torch._foreach_copy_(ema_params, params)
-                # The levers go into every checkpoint: a resumed run keeps them (same bits).
-                extra = {"data_hash": r.data_hash,
-                         "levers": {"device": device.type, **r.lev.to_dict()}}  # fmt: skip
-                _save_checkpoint(run_dir, cfg, r.model, r.ema, r.opt, r.gen, epoch, step, extra)
+                _save(r, cfg, run_dir, epoch, step)
             if out_of_time and epoch < cfg.epochs:
                 finished = False
                 break

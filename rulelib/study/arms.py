@@ -16,8 +16,9 @@ A run is trained in segments: the trainer is called with ``epochs`` = the next c
 (``epochs`` may change on resumption, rulelib.diffusion.config.RESUME_FREE_KEYS), so each segment
 ends with a checkpoint there, and a killed job resumes from its newest checkpoint to the bit (the
 trainer's guarantee). Between two scored checkpoints the trainer also writes a resume point every
-``RESUME_IMAGES`` images (about 7 minutes on one core), so a job cut off mid-segment loses minutes,
-not the segment; a resume point is removed once the next scored checkpoint exists. Every segment
+``RESUME_IMAGES`` images (about 7 minutes on one core; inside an epoch where the epoch is longer,
+rulelib.diffusion.train's mid-epoch points), so a job cut off mid-segment loses minutes, not the
+segment; a resume point is removed once the next scored checkpoint exists. Every segment
 appends its summary (loss, images/s, wall time) to ``train_log.jsonl``.
 """
 
@@ -86,9 +87,12 @@ class ArmRun:
         # compile off: segments are short (the trainer compiles only runs of >= 10 000 steps),
         # and one arithmetic for every segment keeps the curve free of a kernel change.
         # ckpt_every: the resume points (ckpt_every may change on resumption: RESUME_FREE_KEYS).
+        # resume_steps: mid-epoch resume points where one epoch is longer than RESUME_IMAGES (the
+        # fresh run's single epoch of 128 000 images is over an hour on one core).
         cfg = self.profile().train_config(self.task, self.seed, device)
         every = max(1, RESUME_IMAGES // self.n_train())
-        return dataclasses.replace(cfg, ckpt_every=every, compile=False)
+        mid = RESUME_IMAGES // cfg.batch_size if self.n_train() > RESUME_IMAGES else 0
+        return dataclasses.replace(cfg, ckpt_every=every, resume_steps=mid, compile=False)
 
     def training_set(self) -> np.ndarray:
         """uint8 images the run trains on (deterministic)."""
