@@ -19,9 +19,13 @@ For each task, on one process (one BLAS thread):
    stop of the other shape's fit on its residual, ``measure.ALT_COST_TOL``), and degraded
    images with the other-shape fast path off (the other shape fitted on every object),
    measured interleaved (``--repeats`` rounds, the median); then the share of fits that
-   stopped after one step and the model evaluations per image, with and without early stops.
+   stopped after one step and the model evaluations per image, with and without early stops,
+   and what each path costs per image (segmentation; closed-form starts and one Gauss-Newton
+   step on clean renders; iterated fits and the other shape's fit on degraded images).
    Baseline named in the same run: rendering the images (``task.sample``).  Target: >= 5000
-   images/s per task; the last line says on which paths it is met.
+   images/s per task; the last line says on which paths it is met.  (The renders of this script
+   free large arrays first, after which glibc keeps the blocks' memory: the figures are those of
+   a process that has already sampled images, as a pipeline has; see rulelib.tasks.measure.)
 
 Prints the CPU model first; writes nothing.
 """
@@ -42,7 +46,7 @@ import degrade  # noqa: E402  (tests/degrade.py: the degradations and junk of th
 import numpy as np  # noqa: E402
 
 from rulelib import provenance, tasks  # noqa: E402
-from rulelib.tasks import fit, measure, segment  # noqa: E402
+from rulelib.tasks import explain, fit, measure, segment  # noqa: E402
 
 W = 32
 TARGET = 5000  # images/s per task on one process (issue 11)
@@ -132,7 +136,8 @@ def gauss_newton_paths(task, images):
         return run
 
     wrapped = {(m, k): getattr(m, k) for m in (fit, measure) for k in ("fit_rects", "fit_disk")}
-    wrapped[(measure, "fit_rect")] = measure.fit_rect
+    for m, k in ((measure, "fit_rect"), (explain, "fit_rect"), (explain, "fit_disk")):
+        wrapped[(m, k)] = getattr(m, k)  # (explain: the other shape's fits)
     try:
         fit._settled = counted
         for (m, k), fn in wrapped.items():
@@ -208,6 +213,14 @@ def speed(task, n, repeats, seed):
             f"(zero residual); model evaluations per image {evals:5.2f} "
             f"({evals_off:5.2f} without early stops)"
         )
+    us = {k: 1e6 / v for k, v in cpu.items()}  # CPU microseconds per image
+    seg_c, seg_d = us["segmentation only, clean"], us["segmentation only, degraded"]
+    print(
+        f"  cost per image (us of CPU): segmentation {seg_c:5.0f} clean, {seg_d:5.0f} degraded; "
+        f"fast path (clean: closed-form starts, one Gauss-Newton step, checks) "
+        f"{us['measure clean'] - seg_c:5.0f}; fit path (degraded: iterated fits, other shape) "
+        f"{us['measure degraded'] - seg_d:5.0f}"
+    )
     met = [k[len("measure ") :] for k in cpu if k.startswith("measure") and cpu[k] >= TARGET]
     missed = [k[len("measure ") :] for k in cpu if k.startswith("measure") and cpu[k] < TARGET]
     print(

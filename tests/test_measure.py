@@ -271,10 +271,12 @@ def test_psi_evaluated_near_the_edges_only_matches_the_full_evaluation():
 def test_dilate_is_a_square_maximum_filter():
     from scipy import ndimage
 
-    mask = np.random.default_rng(9).random((50, W, W)) < 0.03
-    for it in (1, 2):
-        ref = ndimage.maximum_filter(mask.view(np.uint8), size=(1, 2 * it + 1, 2 * it + 1))
-        np.testing.assert_array_equal(segment.dilate(mask, it), ref > 0)
+    # (shifts of the flat pixels: none may wrap from one row's end to the next row, nor image)
+    for shape in ((50, W, W), (20, 5, 9)):
+        mask = np.random.default_rng(9).random(shape) < 0.03
+        for it in (1, 2, 3):
+            ref = ndimage.maximum_filter(mask.view(np.uint8), size=(1, 2 * it + 1, 2 * it + 1))
+            np.testing.assert_array_equal(segment.dilate(mask, it), ref > 0)
 
 
 def test_grouped_disk_coverage_is_the_renderers():
@@ -441,3 +443,71 @@ def test_disk_windows_are_the_renderers_coverage_and_explain_as_much():
         explain.explained(alpha, m[:, None, None] * ref),
         atol=1e-12,
     )
+
+
+@pytest.mark.parametrize("kind", ["clean", "degraded", "noisy"])
+def test_window_mean_from_uint8_values_is_the_float_computation(kind):
+    """The background's window mean from the pixel values' interval (two uint8 comparisons per
+    pixel) gives the float test's numbers exactly, for windows that hold every value, some, none."""
+    images, _ = tasks.get("A").sample(200, seed=21)
+    if kind != "clean":
+        images = degrade.degrade(images, seed=22, noise=0.05 if kind == "degraded" else 0.12)
+    ink, u8 = segment.ink_planes(images)
+    rng = np.random.default_rng(23)
+    med = np.median(ink.reshape(3, len(images), -1), axis=2).astype(np.float32)
+    for win in (np.full(len(images), 0.15), rng.uniform(0.0, 0.4, len(images)), np.zeros(200)):
+        win = win.astype(np.float32)
+        fast = segment._window_mean_u8(ink, u8, med, win)
+        slow = segment._window_mean(ink, med, win)
+        for a, b in zip(fast, slow):
+            np.testing.assert_array_equal(a, b)
+    assert (fast[0] == 0).all() and (slow[1] == 0).all()  # the empty windows: nothing inside
+
+
+@pytest.mark.parametrize("kind", ["clean", "degraded"])
+def test_per_plane_tables_correct_the_ink_as_subtraction_and_unclip(kind):
+    """``segment._correct_u8`` (tables on the planes that change: few in clean renders, most in
+    degraded images) gives exactly the subtraction of the level and ``_unclip``'s correction."""
+    images, _ = tasks.get("A").sample(200, seed=24)
+    if kind == "degraded":
+        images = degrade.degrade(images, seed=25)
+    ink, u8 = segment.ink_planes(images)
+    rng = np.random.default_rng(26)
+    # clean: most planes at white with a level below the noise floor (unchanged), a few not
+    level = rng.uniform(0.0, 0.002 if kind == "clean" else 0.03, (3, len(images)))
+    clipped = rng.random((3, len(images))) < (0.95 if kind == "clean" else 0.8)
+    lev = np.where(clipped, 0.0, level).astype(np.float32)
+    bg = np.where(clipped, level, 0.0)
+    sel, sn = segment._noisy_planes(bg)
+    changed = np.union1d(np.flatnonzero(lev.ravel()), sel)
+    assert 0 < len(changed) and (len(changed) > lev.size // 2) == (kind == "degraded")
+    fast = segment._correct_u8(ink.copy(), u8, lev, sel, sn)
+    slow = ink.reshape(3, len(images), -1) - lev[:, :, None]
+    slow = segment._unclip(slow.reshape(ink.shape), bg)
+    np.testing.assert_array_equal(fast, slow)
+
+
+def _copying_keep_state(state, n, active, settled, J, model):
+    """The reference of ``fit._keep_state``: every settled image's rows copied into new arrays."""
+    for key, value in (("J", J), ("model", model)):
+        state.setdefault(key, np.full((n,) + value.shape[1:], np.nan))
+        state[key][active[settled]] = value[settled]
+
+
+@pytest.mark.parametrize("shape", ["rect", "disk"])
+def test_fit_state_taken_from_the_first_evaluation_is_the_row_by_row_copy(shape, monkeypatch):
+    """Sharp and noisy profiles together (some fits stop after one step, some iterate): the
+    state whose first arrays are taken without a copy holds each image's last store."""
+    P, Q, _ = _rect_profiles(200, 28, sigma=1e-4, noise=0.0)
+    Pn, Qn, _ = _rect_profiles(200, 29, sigma=0.4, noise=0.02)
+    P, Q = np.concatenate([P, Pn]), np.concatenate([Q, Qn])
+    run = fit.fit_rect if shape == "rect" else fit.fit_disk
+    evals = _count_evaluations(monkeypatch)
+    fast = {}
+    run(P, Q, state=fast)
+    assert len(P) < evals[0] < 8 * len(P)  # some images settled first, others iterated
+    monkeypatch.setattr(fit, "_keep_state", _copying_keep_state)
+    ref = {}
+    run(P, Q, state=ref)
+    for key in ("J", "model"):
+        np.testing.assert_array_equal(fast[key], ref[key])

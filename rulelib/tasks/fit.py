@@ -272,10 +272,11 @@ def _cost_settled(step_max, res, res_new, cost_tol):
 
 def _keep_state(state, n, active, settled, J, model):
     """Store the Jacobian J (m, R, p) and model (m, R) of the settled ones of the active images
-    (m,) of n in ``state`` (allocated at the first store; taken without a copy when every image
-    settles at once, the usual case of sharp renders)."""
+    (m,) of n in ``state``.  The first evaluation covers every image: its (fresh) arrays become
+    the state's without a copy, and the rows of the images that go on iterating are overwritten
+    when they settle (each image's last store wins: the same arrays as copying row by row)."""
     if "J" not in state:
-        if len(active) == n and settled.all():
+        if len(active) == n:
             state["J"], state["model"] = J, model
             return
         state["J"] = np.empty((n,) + J.shape[1:])

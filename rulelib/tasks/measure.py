@@ -23,30 +23,33 @@ steps, vectorised over the batch (segmentation in ``rulelib.tasks.segment``, fit
    (``fit.fit_rects`` / ``fit.fit_disk``): blurred pixel-integrated boxes and exact clipped
    disks, each with an ink depth m.  Blur, colour drift and noise move these estimates little.
 5. **Uncertainty.**  The Gauss-Newton covariance at the optimum (``rulelib.tasks.uncertainty``)
-   gives each feature a standard error ``se_<feature>`` (units of W), with ``se_px`` (the
-   largest, in pixels) and ``resid`` (RMS profile residual of the worst object);
-   ``metrics.rule_report(..., max_se_px=)`` filters by it.
+   gives each feature a standard error ``se_<feature>`` (units of W), ``se_px`` (the largest, px)
+   and ``resid`` (worst object's RMS profile residual); ``rule_report(max_se_px=)`` filters by it.
 6. **Checks.**  An image is measurable (ok) only if every object was found, no sizeable extra blob
    or unexplained ink exists, each fitted shape explains its coverage map (1 - |residual|^2 /
    |alpha|^2 >= 0.7) *and* explains it better than the other shape does (a disk fitted where a
    rectangle was asked and vice versa, ``ALT_RATIO``: another task's shapes are rejected), the
    depth factor is plausible, and the fitted objects satisfy the scene's geometry (no overlaps;
    D's squares square, A's sun above the pole above the shadow).  Otherwise its features are NaN:
-   never a confident wrong value.  Pass ``reasons={}`` to a task's ``measure`` to learn which
-   check each image failed.
+   never a confident wrong value.  ``reasons={}`` passed to ``measure`` learns the failed checks.
 
 The per-task functions run on blocks of ``CHUNK`` images (``chunked``), so any n fits in memory.
 
-Speed (``benchmarks/measure.py``: process CPU time, one thread, 2-core AMD EPYC with AVX2, 8192
-images, loaded machine; two runs): clean renders A 3750-4100, B 5800-6050, C 6100-6550, D
-5300-6800 images/s (before: A 2100-2300, B 4850-5800, C 4300-5600, D 4600-4700; interleaved in
-one process against the previous code, 2.0-2.4x on A); degraded A 1350-1750, B 2000-2450,
-C 2350-2500, D 2100-2150.  Paths: sharp renders start their fits at closed-form estimates
-(``rulelib.tasks.estimate``) and stop after one Gauss-Newton step (``fit._settled``: 82-100 %
-of clean fits), every covariance reuses its fit's last Jacobian, the other shape's fit stops on
-its residual (ALT_COST_TOL) and is made only where the object's own shape leaves over SKIP_ALT
-of its coverage map unexplained (most degraded objects).  Issue 11's 5000/s is met on clean B,
-C, D, not on clean A nor on degraded images (segmentation alone: 27 000-42 000/s clean).
+Speed (``benchmarks/measure.py``: process CPU time, one thread, 8192 images, 2-core AMD EPYC with
+AVX2, beside one or two other jobs): clean renders A 4800, B 7100, C 5750, D 5600 images/s;
+degraded A 1950, B 2150, C 2650, D 2300 (quiet machine, task A: 4950 clean, 1800 degraded; before
+blocks of 256 and the uint8 background window: A 4000 clean, 1400 degraded, the same answers to
+the bit).  In a fresh process that has not yet freed large arrays, glibc returns each block's
+20-40 MB to the OS and the next block faults the pages in again: clean A ran 3800-4350 there.
+The library leaves the allocator alone: a process-wide setting (mallopt M_TOP_PAD) would also stop
+glibc adapting its mmap threshold for the caller's torch code, whose training steps ran 20-35 %
+slower with it in one test; `GLIBC_TUNABLES=glibc.malloc.top_pad=67108864` gives a measuring-only
+process that speed (clean A 5700 quiet).
+
+Paths: sharp renders start their fits at closed-form estimates (``rulelib.tasks.estimate``) and
+stop after one Gauss-Newton step (``fit._settled``), every covariance reuses its fit's last
+Jacobian, the other shape is fitted only where the object's own shape leaves over SKIP_ALT of its
+coverage map unexplained and stops on its residual (ALT_COST_TOL).
 """
 
 from __future__ import annotations
@@ -55,7 +58,12 @@ import numpy as np
 
 from rulelib.tasks import render
 from rulelib.tasks.estimate import pole_shadow_init
-from rulelib.tasks.explain import disk_window_groups, explained_disks, explained_rects
+from rulelib.tasks.explain import (
+    disk_window_groups,
+    explained_by_other_shape,
+    explained_disks,
+    explained_rects,
+)
 from rulelib.tasks.fit import (  # noqa: F401  (box_profile, disk_profiles: public re-exports)
     box_profile,
     disk_profiles,
@@ -72,7 +80,13 @@ from rulelib.tasks.segment import (
     project,
     to_float,  # noqa: F401  (public re-export: rulelib.tasks.mirror, tests)
 )
-from rulelib.tasks.uncertainty import disk_covariance, rect_covariance, se_of
+from rulelib.tasks.uncertainty import (
+    disk_covariance,
+    feature_se,
+    rect_covariance,
+    rect_se,
+    se_of,
+)
 
 SIZE = render.SIZE
 MIN_CORE_PIXELS = 2  # an object's core has at least this many pixels
@@ -87,11 +101,6 @@ DEPTH_RANGE = (0.6, 3.0)  # plausible depth factor m (> 1: a thin blurred object
 # shapes rejected for 0.1-0.3 % of images, swapped shapes for >= 99 % (tests/test_measure.py).
 ALT_RATIO = {"rect": 2.0, "disk": 1.0}
 SHADOW_START_TOL = 0.75  # px: task A's shadow starts at the pole centre
-# Standard error floor (px) for what the scene model leaves out: blur of a disk (not modelled),
-# colour drift across an object, anti-aliasing of the generator.  Added in quadrature to the
-# Gauss-Newton standard error; chosen so that the error of each feature lies within 2 standard
-# errors for >= 90 % of images under the degradations of issue 11 (tests/test_measure.py).
-MODEL_SE_PX = 0.05
 # Every object of the tasks covers a whole pixel (the redraw rule of rulelib.tasks.geometric), so
 # both sides of a rectangle are >= 1 px; 0.75 px leaves room for the fit's noise.
 MIN_EXTENT_PX = 0.75
@@ -223,30 +232,12 @@ def _extent_ok(f) -> np.ndarray:
 
 
 def _other_shape(P, Q, a, shape, unexplained):
-    """Share of the coverage map a explained by the other shape (a disk for "rect", a rectangle
-    for "disk"), fitted to the same profiles; NaN where not fitted.
-
-    Fast path: the other shape is fitted only where the object's own shape leaves more than
-    SKIP_ALT of the energy unexplained.  Below that the check cannot fail: it would need the
-    other shape to explain all but SKIP_ALT / ALT_RATIO of it too, and a disk and a rectangle
-    (square) differ by >= 2.6 % of the energy even at the tasks' smallest sizes (1st percentile
-    over clean renders of B, C, D), so both fits cannot be that good on one object.
-    """
-    out = np.full(len(P), np.nan)
-    need = np.flatnonzero(~(unexplained <= SKIP_ALT))
-    if len(need) == 0:
-        return out
-    P, Q, a = P[need], Q[need], a[need]
-    if shape == "rect":
-        alt = fit_disk(P, Q, iters=ALT_ITERS, cost_tol=ALT_COST_TOL)
-        out[need] = explained_disks(a, alt["cx"], alt["cy"], alt["r"], alt["m"])
-    else:
-        alt = fit_rect(P, Q, iters=ALT_ITERS, cost_tol=ALT_COST_TOL)
-        out[need] = explained_rects(a, [[alt[k] for k in ("x0", "x1", "y0", "y1", "m")]])
-    return out
+    """``explain.explained_by_other_shape`` with this module's SKIP_ALT, ALT_ITERS and
+    ALT_COST_TOL (read at each call: benchmarks/measure.py switches the fast paths off)."""
+    return explained_by_other_shape(P, Q, a, shape, unexplained, SKIP_ALT, ALT_ITERS, ALT_COST_TOL)
 
 
-CHUNK = 128  # images per block: keeps the per-pixel arrays in cache (fastest of 64-256)
+CHUNK = 256  # images per block: per-pixel arrays in cache, few passes (fastest of 128-512)
 
 
 def chunked(fn):
@@ -281,28 +272,6 @@ def _scene_check(reasons, label, ok, passed):
 
 def _nan_where(features: dict, ok: np.ndarray) -> dict:
     return {k: np.where(ok, np.asarray(v, dtype=np.float64), np.nan) for k, v in features.items()}
-
-
-def _uncertainty(se_px: dict, resid) -> dict:
-    """Per-feature standard errors se_<name> (units of W), their largest se_px (pixels) and the
-    worst object's RMS profile residual ``resid`` (coverage units)."""
-    se_px = {k: np.hypot(v, MODEL_SE_PX) for k, v in se_px.items()}
-    out = {f"se_{k}": v / SIZE for k, v in se_px.items()}
-    out["se_px"] = np.max(np.stack(list(se_px.values())), 0)
-    out["resid"] = resid
-    return out
-
-
-def _rect_se(f) -> dict:
-    """Standard errors (px) of a rectangle's left edge, width, height, bottom and centre height."""
-    c = f["cov"]
-    return {
-        "x0": np.sqrt(np.maximum(c[:, 0, 0], 0.0)),
-        "w": se_of(c, [-1, 1, 0, 0]),
-        "h": se_of(c, [0, 0, -1, 1]),
-        "y0": np.sqrt(np.maximum(c[:, 2, 2], 0.0)),
-        "side": se_of(c, [-0.5, 0.5, -0.5, 0.5]),
-    }
 
 
 def _overlap_1d(a0, a1, b0, b1, margin=0.0):
@@ -422,7 +391,7 @@ def measure_light_shadow(images, reasons: dict | None = None):
         "h2": se_of(C, e[3] - e[2]),
         "l2": np.sqrt(np.maximum(np.einsum("np,npq,nq->n", far_g, C, far_g), 0.0)),
     }
-    feats.update(_uncertainty(se, np.maximum(sun_resid, ps_resid)))
+    feats.update(feature_se(se, np.maximum(sun_resid, ps_resid)))
     return _nan_where(feats, ok), ok
 
 
@@ -446,9 +415,9 @@ def measure_perspective(images, reasons: dict | None = None):
         "yc1": 0.5 * (a["y0"] + a["y1"]) / SIZE,
         "yc2": 0.5 * (b["y0"] + b["y1"]) / SIZE,
     }
-    sa, sb = _rect_se(a), _rect_se(b)
+    sa, sb = rect_se(a), rect_se(b)
     se = {"l1": sa["x0"], "h1": sa["h"], "l2": sb["x0"], "h2": sb["h"]}
-    feats.update(_uncertainty(se, np.maximum(a["resid"], b["resid"])))
+    feats.update(feature_se(se, np.maximum(a["resid"], b["resid"])))
     return _nan_where(feats, ok), ok
 
 
@@ -472,7 +441,7 @@ def measure_two_circles(images, reasons: dict | None = None):
         "r1": np.sqrt(np.maximum(a["cov"][:, 2, 2], 0)),
         "r2": np.sqrt(np.maximum(b["cov"][:, 2, 2], 0)),
     }
-    feats.update(_uncertainty(se, np.maximum(a["resid"], b["resid"])))
+    feats.update(feature_se(se, np.maximum(a["resid"], b["resid"])))
     return _nan_where(feats, ok), ok
 
 
@@ -506,6 +475,6 @@ def measure_two_squares(images, reasons: dict | None = None):
         "y2": b["y0"] / SIZE,
         "top_above": (a["y0"] >= b["y1"] - 0.5).astype(np.float64),
     }
-    se = {"l1": _rect_se(a)["side"], "l2": _rect_se(b)["side"]}
-    feats.update(_uncertainty(se, np.maximum(a["resid"], b["resid"])))
+    se = {"l1": rect_se(a)["side"], "l2": rect_se(b)["side"]}
+    feats.update(feature_se(se, np.maximum(a["resid"], b["resid"])))
     return _nan_where(feats, ok), ok

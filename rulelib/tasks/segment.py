@@ -11,8 +11,11 @@ colour) and support (the core dilated).
 Speed (the same numbers as the direct computations, checked by tests/test_measure.py): the ink
 is kept as contiguous channel planes (3, n, H, W); for uint8 input the medians of ``background``
 come from per-row histograms of the 256 values (a row over half white, as in clean renders,
-needs none), and the background level and clipping correction of a plane, being functions of
-the pixel value alone, are tabulated once per plane and looked up per pixel.
+needs none), the background pixels (within a window of the median in every channel) are a range
+of the 256 values per plane, tested by two uint8 comparisons (``_window_mean_u8``), and the
+background level and clipping correction of a plane, being functions of the pixel value alone,
+are tabulated once per plane and looked up per pixel, on the planes that change only
+(``_correct_u8``; a clean render's planes at white stay as they are).
 """
 
 from __future__ import annotations
@@ -143,6 +146,26 @@ def _window_mean(ink, med, win):
     return level, zero.astype(np.float64) / cnt
 
 
+def _window_mean_u8(ink, u8, med, win):
+    """``_window_mean`` from the uint8 pixel values' planes u8 (3, n, H, W) of the ink: the ink
+    falls as the value v rises, so the values within win of the median, |ink(v) - med| < win
+    (the same float32 test, on the 256 values), form an interval [lo, hi] per plane, and a
+    pixel's test is two uint8 comparisons; an exact zero of the ink is the value 255."""
+    tab = np.abs(_INK_U8[None, None, :] - med[:, :, None]) < win[None, :, None]  # (3, n, 256)
+    any_in = tab.any(2)
+    lo = np.where(any_in, tab.argmax(2), 255).astype(np.uint8)[:, :, None]
+    hi = np.where(any_in, 255 - tab[:, :, ::-1].argmax(2), 0).astype(np.uint8)[:, :, None]
+    flat = u8.reshape(3, u8.shape[1], -1)
+    inside = flat >= lo
+    if (hi < 255).any():  # (clean renders: the median is white, no upper bound)
+        inside &= flat <= hi
+    near = (inside[0] & inside[1] & inside[2]).astype(ink.dtype)  # (n, P)
+    cnt = np.maximum(near.sum(1), 1)
+    level = (ink.reshape(flat.shape)[:, :, None, :] @ near[:, :, None])[..., 0, 0] / cnt
+    zero = ((flat == 255).astype(ink.dtype)[:, :, None, :] @ near[:, :, None])[..., 0, 0]
+    return level, zero.astype(np.float64) / cnt
+
+
 _INK_U8 = 1.0 - np.arange(256, dtype=np.float32) / 255.0  # the ink of each uint8 value
 
 
@@ -196,29 +219,52 @@ def background(ink, u8=None):
         step = (np.maximum(left, right) - np.minimum(left, right)).reshape(3 * n, -1)
         lo, hi = _u8_middle(step, 0)
         sigma = (1.4826 / np.sqrt(2.0) / 255.0 * 0.5 * (lo + hi)).reshape(3, n)
-    level, zero = _window_mean(ink, med, np.full(n, 0.15, dtype=ink.dtype))
+    win = np.full(n, 0.15, dtype=ink.dtype)
+    level, zero = _window_mean(ink, med, win) if u8 is None else _window_mean_u8(ink, u8, med, win)
     # a channel at white clips half its noise to 0, and so its differences: there the std is
     # s = mean ink / phi(0) of the clipped noise (as in _unclip), when half of it reads 0
     sigma = np.where(zero >= 0.45, np.maximum(sigma, level / 0.3989), sigma)
     noise = sigma.max(0)  # (n,)
     wide = noise > 0.06  # noisier than the issue's 0.05: the 0.15 window would truncate it
     if wide.any():
-        lw, zw = _window_mean(ink[:, wide], med[:, wide], (3 * noise[wide]).astype(ink.dtype))
+        args = (med[:, wide], (3 * noise[wide]).astype(ink.dtype))
+        if u8 is None:
+            lw, zw = _window_mean(ink[:, wide], *args)
+        else:
+            lw, zw = _window_mean_u8(ink[:, wide], u8[:, wide], *args)
         level[:, wide], zero[:, wide] = lw, zw
     clipped = zero > 0.2
     lev, bg = np.where(clipped, 0.0, level).astype(ink.dtype), np.where(clipped, level, 0.0)
     sel, sn = _noisy_planes(bg)
-    if u8 is not None and len(sel) > 0.25 * lev.size:
-        # noisy images: the corrected ink of a plane is a function of the pixel value alone,
+    if u8 is not None:
+        # the corrected ink of a plane is a function of the pixel value alone,
         # (_INK_U8 - level) - s g(y / s) as below, so it is tabulated once per plane (256
-        # values) and looked up per pixel: one gather instead of a subtraction and _unclip
-        corr = np.zeros((lev.size, 256), dtype=ink.dtype)
-        corr[sel] = _unclip_table(sn)
-        table = ((_INK_U8[None, :] - lev.reshape(-1, 1)) - corr).ravel()
-        out = table[u8.reshape(lev.size, -1) + (np.arange(lev.size, dtype=np.int32) * 256)[:, None]]
-        return out.reshape(ink.shape), lev, noise
+        # values) and looked up per pixel: one gather instead of a subtraction and _unclip, on
+        # the planes that change only (clean renders: most are at white, level 0, no noise)
+        return _correct_u8(ink, u8, lev, sel, sn), lev, noise
     flat = ink.reshape(3, n, -1) - lev[:, :, None]
     return _unclip(flat.reshape(ink.shape), bg), lev, noise  # (in place on a new array)
+
+
+def _correct_u8(ink, u8, lev, sel, sn):
+    """``background``'s corrected ink for uint8 input, in place on the ink planes (3, n, H, W):
+    planes with a level lev (3, n) or a clipping correction (``_noisy_planes``' sel, sn) from
+    their per-plane tables of the 256 values (the same float32 numbers as the subtraction and
+    ``_unclip``), the others unchanged."""
+    planes, values = ink.reshape(lev.size, -1), u8.reshape(lev.size, -1)
+    change = np.union1d(np.flatnonzero(lev.ravel() != 0), sel)
+    if len(change) == 0:
+        return ink
+    corr = np.zeros((lev.size, 256), dtype=ink.dtype)
+    corr[sel] = _unclip_table(sn)
+    table = (_INK_U8[None, :] - lev.reshape(-1, 1)) - corr
+    if len(change) > lev.size // 2:  # most planes (noisy images): all of them, no fancy indexing
+        change = slice(None)
+    else:
+        table, values = table[change], values[change]
+    offset = (np.arange(len(table), dtype=np.int32) * 256)[:, None]
+    planes[change] = table.ravel()[values + offset]
+    return ink
 
 
 def ink_and_classes(images, with_grey: bool = True):
@@ -333,19 +379,23 @@ def largest_component(mask: np.ndarray, weight: np.ndarray):
 
 def dilate(mask, iterations):
     """Dilate (n, H, W) masks by a 3x3 square ``iterations`` times, image by image: a maximum
-    over the 3x3 neighbourhood, as shifted ORs along each axis (separable; the same result as
-    ``ndimage.binary_dilation`` with a 3x3 square, several times faster on 32x32 images)."""
-    out = np.array(mask, dtype=bool)
-    for axis in (1, 2):
-        # k iterations of a 3-wide maximum are one (2k+1)-wide maximum: OR the shifts by 1..k
-        src = out.copy()
-        for k in range(1, iterations + 1):
-            lo = [slice(None)] * 3
-            hi = [slice(None)] * 3
-            lo[axis], hi[axis] = slice(k, None), slice(None, -k)
-            out[tuple(lo)] |= src[tuple(hi)]
-            out[tuple(hi)] |= src[tuple(lo)]
-    return out
+    over the (2k+1)-square neighbourhood, k = iterations, as ORs of the mask shifted by 1..k
+    columns, then of that shifted by 1..k rows (separable; the same result as
+    ``ndimage.binary_dilation`` with a 3x3 square, several times faster on 32x32 images).  The
+    shifts act on each image's flat pixels: by j for columns (kept within a row by the
+    pixels' column index), by j W for rows (contiguous blocks)."""
+    n, H, W = mask.shape
+    src = np.array(mask, dtype=bool).reshape(n, H * W)
+    out = src.copy()
+    col = np.arange(H * W) % W
+    for j in range(1, iterations + 1):
+        out[:, j:] |= src[:, :-j] & (col[j:] >= j)
+        out[:, :-j] |= src[:, j:] & (col[:-j] < W - j)
+    src = out.copy()
+    for j in range(1, min(iterations, H - 1) + 1):
+        out[:, j * W :] |= src[:, : -j * W]
+        out[:, : -j * W] |= src[:, j * W :]
+    return out.reshape(mask.shape)
 
 
 def project(ink, d):
