@@ -169,6 +169,17 @@ def test_draw_writes_metrics_with_copy_rate(tmp_path):
     assert "copy_rate" in (tmp_path / "table.md").read_text()
 
 
+def test_table_labels_tell_patch_settings_apart():
+    def label(denoiser, **settings):
+        return draw._label({"denoiser": denoiser, "settings": settings})
+
+    assert label("empirical") == "empirical"
+    assert label("local", patch=draw.DEFAULT_PATCH) == "local"
+    assert label("local", patch=9) == "local-p9"
+    assert label("equivariant", patch=3) == "equivariant-p3"
+    assert label("local", patch={"ts": [1, 500], "patches": [3, 11]}) == "local-calibrated"
+
+
 def test_agreement_with_samples_from_the_same_noise(tmp_path):
     first = tmp_path / "a"
     draw.draw("B", "empirical", 16, first, steps=10, n_boot=0, progress=False, command="t")

@@ -23,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=256, help="samples (default 256)")
     p.add_argument("--out", default="runs/analytic", help="output folder")
     p.add_argument("--seed", type=int, default=0, help="training set and sampling noise seed")
-    p.add_argument("--patch", type=int, default=5, help="local machines: patch side (odd, px)")
+    p.add_argument(
+        "--patch", type=int, default=draw.DEFAULT_PATCH, help="local machines: patch side (odd, px)"
+    )
     p.add_argument(
         "--pool",
         type=int,

@@ -33,6 +33,7 @@ from rulelib.diffusion import sample as sampler
 from rulelib.metrics import memorisation
 from rulelib.run import profiles
 
+DEFAULT_PATCH = 5  # px: the local machines' patch when neither given nor calibrated
 # bias = |slope - k| + |intercept| against the task's own k (bias_k1, against k = 1, is the
 # paper's printed column for A and B only; for C, k = sqrt 2)
 TABLE_METRICS = ("measurable_rate", "coarse_rate", "conforming_pct", "within_5pct", "slope",
@@ -169,9 +170,12 @@ def _fmt(entry: dict | None, key: str) -> str:
 
 
 def _label(entry: dict) -> str:
-    """The class's name in tables: the denoiser, "-calibrated" for a patch schedule."""
-    calibrated = isinstance(entry["settings"].get("patch"), dict)
-    return entry["denoiser"] + ("-calibrated" if calibrated else "")
+    """The class's name in tables: the denoiser, "-calibrated" for a patch schedule, "-pP" for a
+    fixed patch other than DEFAULT_PATCH (a patch-size sweep)."""
+    patch = entry["settings"].get("patch")
+    if isinstance(patch, dict):
+        return entry["denoiser"] + "-calibrated"
+    return entry["denoiser"] + (f"-p{patch}" if patch not in (None, DEFAULT_PATCH) else "")
 
 
 def _patch_text(patch) -> str:
