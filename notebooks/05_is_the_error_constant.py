@@ -378,7 +378,7 @@ for name in TASKS:
     lines.append("; ".join(parts) + ".")
 for run, fd in fits.items():
     f = fd.get("resid_std", {})
-    sub = [int(r["images"]) for r in study if r["run"] == run]
+    sub = [int(r["images"]) for r in study if r["run"] == run and r["sampling"] == "ema ddim"]
     span = f"{min(sub):,}–{max(sub):,} images"
     if "c" in f:
         lo, hi = f["c_ci"]
@@ -401,6 +401,41 @@ for run, fd in fits.items():
                      f"{100 * num(last['copy_rate']):.0f} %: the model is still learning, and "
                      f"there are too few checkpoints for the plateau fit -- no statement about a "
                      f"constant error yet.")  # fmt: skip
+
+
+def ci(r, key, f="{:.4f}"):
+    return f"{f.format(num(r[key]))} [{f.format(num(r[key + '_lo']))}, {f.format(num(r[key + '_hi']))}]"
+
+
+for run in sorted({r["run"] for r in study if r["arm"] == "length"}):
+    rs = [r for r in study if r["run"] == run]
+    last = max((r for r in rs if r["sampling"] == "ema ddim"), key=lambda r: int(r["images"]))
+    gap = num(last["dsm_loss_fresh"]) / num(last["dsm_loss_train"]) - 1
+    lines.append(f"**{run}, memorisation** at {int(last['images']):,} images: copies "
+                 f"{100 * num(last['copy_rate']):.0f} %; median nearest-training distance "
+                 f"{num(last['nearest_median']):.2f} against {num(last['fresh_nearest_median']):.2f}"
+                 f" for fresh task images (shift {ci(last, 'median_shift', '{:+.2f}')}); the DSM "
+                 f"loss is {100 * gap:.1f} % higher on fresh images than on the training "
+                 f"images.")  # fmt: skip
+    for r in (r for r in rs if r["sampling"] != "ema ddim"):
+        lines.append(f"**{run}, the paper's sampling** ({r['sampling']}: raw weights, 1000 "
+                     f"DDPM steps) at {int(r['images']):,} images: measurable "
+                     f"{100 * num(r['measurable_rate']):.0f} %, residual std (novel) "
+                     f"{ci(r, 'novel_resid_std')}, within ±5 % {ci(r, 'novel_within_5pct', '{:.0f}')}"
+                     f" %, against EMA + DDIM-100 {ci(last, 'novel_resid_std')} and "
+                     f"{ci(last, 'novel_within_5pct', '{:.0f}')} %.")  # fmt: skip
+size_rows = {}
+for r in sorted((r for r in study if r["arm"] == "size" and r["sampling"] == "ema ddim"),
+                key=lambda r: int(r["images"])):  # fmt: skip
+    size_rows[r["train_size"] or r["n_train"]] = r  # the last checkpoint of each size
+if size_rows:
+    lines.append("**Size arm** (Task B, the same image budget at each training-set size; last "
+                 "checkpoint): " + "; ".join(
+                     f"{k} images: residual std {ci(r, 'novel_resid_std')} on "
+                     f"{100 * num(r['novel_measurable_rate']):.0f} % measurable, copies "
+                     f"{100 * num(r['copy_rate']):.0f} %, nearest distance "
+                     f"{num(r['nearest_median']):.2f} (fresh {num(r['fresh_nearest_median']):.2f})"
+                     for k, r in size_rows.items()) + ".")  # fmt: skip
 if not fits:
     lines.append("No length or size arm is committed yet: whether the U-Net's fine-rule error "
                  "plateaus cannot be decided from these results.")  # fmt: skip
