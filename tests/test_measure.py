@@ -279,13 +279,6 @@ def test_dilate_is_a_square_maximum_filter():
             np.testing.assert_array_equal(segment.dilate(mask, it), ref > 0)
 
 
-def test_grouped_disk_coverage_is_the_renderers():
-    rng = np.random.default_rng(10)
-    cx, cy, r = rng.uniform(0, 32, 500), rng.uniform(0, 32, 500), rng.uniform(0.5, 10, 500)
-    ref = render.disk_coverage(cx, cy, r)
-    np.testing.assert_allclose(explain.disk_coverage(cx, cy, r), ref, rtol=0, atol=1e-12)
-
-
 def test_blocks_of_any_size_give_the_same_answers(monkeypatch):
     task = tasks.get("B")
     images = degrade.perturb_scene(task, task.scene(300, seed=12), seed=13)

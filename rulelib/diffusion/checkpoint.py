@@ -170,13 +170,18 @@ def midepoch_points(run_dir) -> list[tuple[int, Path]]:
 
 
 def remove_midepoch(run_dir, *, before_step: int | None = None) -> None:
-    """Delete the mid-epoch resume points (only those before ``before_step`` when given), each
-    renamed to a temporary name first, as `remove` does."""
+    """Delete the mid-epoch resume points (only those before ``before_step`` when given)."""
     for step, folder in midepoch_points(run_dir):
         if before_step is None or step < before_step:
-            doomed = folder.with_name(f".tmp-removed-{folder.name}")
-            os.replace(folder, doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
+            _discard(folder)
+
+
+def _discard(folder: Path) -> None:
+    """Rename a folder to `.tmp-removed-<name>`, then delete it: a process killed midway leaves a
+    `.tmp-*` folder that `clean` removes, never a half-deleted checkpoint."""
+    doomed = folder.with_name(f".tmp-removed-{folder.name}")
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def clean(run_dir) -> dict[str, list[Path]]:
@@ -278,9 +283,7 @@ def remove(run_dir, epochs) -> list[int]:
     removed = []
     for epoch, folder in ckpts:
         if epoch in doomed_epochs:
-            doomed = folder.with_name(f".tmp-removed-{folder.name}")
-            os.replace(folder, doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
+            _discard(folder)
             removed.append(epoch)
     return removed
 

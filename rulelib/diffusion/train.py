@@ -196,7 +196,7 @@ def _prepare(cfg: TrainConfig, images_uint8, run_dir: Path, resume: bool, progre
     schedule = cfg.schedule().to(device)
     data = images_to_tensor(images_uint8, device)
     epoch, step, state, perm = 0, 0, None, None
-    ck = _resume_point(run_dir) if resume else None
+    ck = _resume_point(run_dir, -(-len(data) // cfg.batch_size)) if resume else None
     if ck is not None:
         state = _load_state(ck / "state.pt")
         if state.get("data_hash") != data_hash:
@@ -252,12 +252,12 @@ def _prepare(cfg: TrainConfig, images_uint8, run_dir: Path, resume: bool, progre
                 step, summary, perm)  # fmt: skip
 
 
-def _resume_point(run_dir: Path) -> Path | None:
-    """The newest checkpoint, or a newer mid-epoch resume point (its step is past the checkpoint's:
-    a resume point is written after the checkpoint of the epoch before it)."""
+def _resume_point(run_dir: Path, steps_per_epoch: int) -> Path | None:
+    """The newest checkpoint, or a newer mid-epoch resume point: its step is past the
+    checkpoint's, which (checkpoints end epochs) is the checkpoint's epoch times steps_per_epoch."""
     ckpts, mids = list_checkpoints(run_dir), midepoch_points(run_dir)
     ck = ckpts[-1][1] if ckpts else None
-    if mids and (ck is None or mids[-1][0] > int(_load_state(ck / "state.pt")["step"])):
+    if mids and (ck is None or mids[-1][0] > ckpts[-1][0] * steps_per_epoch):
         return mids[-1][1]
     return ck
 

@@ -52,21 +52,6 @@ def explained_rects(alpha, rects):
     return 1.0 - resid / np.maximum(energy, 1e-9)
 
 
-def disk_coverage(cx, cy, r, groups: int = 4):
-    """``render.disk_coverage`` (n, S, S) in up to ``groups`` groups of similar radius (of 32
-    disks at least): it evaluates a window sized by the largest disk of a call on every image,
-    so small disks in a batch with a large one cost as much as it; the same numbers (to
-    rounding, 1e-15)."""
-    cx, cy, r = (np.asarray(v, dtype=np.float64) for v in (cx, cy, r))
-    groups = min(groups, len(r) // 32)
-    if groups <= 1:
-        return render.disk_coverage(cx, cy, r)
-    out = np.empty((len(r), SIZE, SIZE))
-    for idx in np.array_split(np.argsort(r), groups):
-        out[idx] = render.disk_coverage(cx[idx], cy[idx], r[idx])
-    return out
-
-
 def _disk_windows(cx, cy, r):
     """Coverage of disks inside a window of w x w pixels around each (``render.disk_coverage``'s
     window, not placed on the canvas): (win (n, w, w) over image rows top first, clipped to

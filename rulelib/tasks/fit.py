@@ -185,12 +185,9 @@ def fit_rects(
     data = np.concatenate([P, Q], 1).astype(np.float64, copy=False)
     th = np.array(th0, dtype=np.float64)
     n, K, _ = th.shape
-    keep = np.arange(6 * K)
-    pairs = [(6 * k1 + p1, 6 * k2 + p2) for (k1, p1), (k2, p2) in ties]
     for (k1, p1), (k2, p2) in ties:
         th[:, k2, p2] = th[:, k1, p1]
-    drop = [dst for _, dst in pairs] + ([6 * k + 5 for k in range(K)] if fix_sigma else [])
-    keep = keep[~np.isin(keep, drop)]
+    pairs, keep = free_params(K, ties, fix_sigma)
     active = np.arange(n)
     for _ in range(iters):
         t = th[active]
@@ -220,10 +217,11 @@ def fit_rects(
         delta = (t - th[active]).reshape(-1, 6 * K)[:, keep]
         model = model + (Jk @ delta[:, :, None])[..., 0]  # first order at the new th
         moved = np.abs((t - th[active])[..., [0, 1, 2, 3, 5]]).max((1, 2))  # edges and blur
-        settled = _settled(np.abs(step[..., :4]).max((1, 2)), moved, model, data[active])
+        edge_step = np.abs(step[..., :4]).max((1, 2))
+        settled = _settled(edge_step, moved, model, data[active])
         if cost_tol is not None:
             r0, r1 = res[:, : data.shape[1]], model - data[active]
-            settled |= _cost_settled(np.abs(step[..., :4]).max((1, 2)), r0, r1, cost_tol)
+            settled |= _cost_settled(edge_step, r0, r1, cost_tol)
         if state is not None:
             _keep_state(state, n, active, settled, Jk, model)
         th[active] = t
@@ -283,6 +281,15 @@ def _keep_state(state, n, active, settled, J, model):
         state["model"] = np.empty((n,) + model.shape[1:])
     state["J"][active[settled]] = J[settled]
     state["model"][active[settled]] = model[settled]
+
+
+def free_params(K: int, ties=(), fix_sigma=False):
+    """The free parameters of K rectangles (6 each): ``ties`` ((k1, p1), (k2, p2)) as index pairs
+    (src, dst) into the 6K, and the indices ``keep`` of those fitted: all but the tied copies
+    (and the blur widths when ``fix_sigma``)."""
+    pairs = [(6 * k1 + p1, 6 * k2 + p2) for (k1, p1), (k2, p2) in ties]
+    drop = [dst for _, dst in pairs] + ([6 * k + 5 for k in range(K)] if fix_sigma else [])
+    return pairs, np.flatnonzero(~np.isin(np.arange(6 * K), drop))
 
 
 def _rects_terms(th, split, pairs, keep):
@@ -428,13 +435,10 @@ def fit_disk(P, Q, iters: int = 12, state=None, cost_tol=None):
         t[:, 2] = np.clip(t[:, 2], 0.3, SIZE)
         t[:, 3] = np.clip(t[:, 3], 0.05, 5.0)
         model = model + (J @ (t - th[active])[:, :, None])[..., 0]  # first order at the new th
-        settled = _settled(
-            np.abs(step[:, :3]).max(1), np.abs(step[:, :3]).max(1), model, data[active]
-        )
+        moved = np.abs(step[:, :3]).max(1)  # centre and radius
+        settled = _settled(moved, moved, model, data[active])
         if cost_tol is not None:
-            settled |= _cost_settled(
-                np.abs(step[:, :3]).max(1), res, model - data[active], cost_tol
-            )
+            settled |= _cost_settled(moved, res, model - data[active], cost_tol)
         if state is not None:  # (see fit_rects)
             _keep_state(state, n, active, settled, J, model)
         th[active] = t

@@ -14,7 +14,7 @@ import numpy as np
 
 from rulelib.tasks import render
 from rulelib.tasks.estimate import SIGMA_MIN
-from rulelib.tasks.fit import _disk_terms, _rects_terms
+from rulelib.tasks.fit import _disk_terms, _rects_terms, free_params
 
 SIZE = render.SIZE
 PROFILE_REUSE = 2.0  # each pixel's noise enters one column and one row profile element
@@ -56,9 +56,7 @@ def rect_covariance(P, Q, th, ties=(), split=None, fix_sigma=False, state=None):
     P = np.asarray(P, dtype=np.float64).reshape(len(Q), -1)
     data = np.concatenate([P, Q], 1).astype(np.float64, copy=False)
     n, K, _ = th.shape
-    pairs = [(6 * k1 + p1, 6 * k2 + p2) for (k1, p1), (k2, p2) in ties]
-    drop = [dst for _, dst in pairs] + ([6 * k + 5 for k in range(K)] if fix_sigma else [])
-    keep = np.flatnonzero(~np.isin(np.arange(6 * K), drop))
+    pairs, keep = free_params(K, ties, fix_sigma)
     if state is None:
         model, J = _rects_terms(th, split, pairs, keep)
     else:
