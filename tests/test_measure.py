@@ -11,6 +11,8 @@
 * bad input raises ValueError.
 """
 
+import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -504,3 +506,39 @@ def test_fit_state_taken_from_the_first_evaluation_is_the_row_by_row_copy(shape,
     run(P, Q, state=ref)
     for key in ("J", "model"):
         np.testing.assert_array_equal(fast[key], ref[key])
+
+
+_FAULTS = """
+import resource, sys
+import numpy as np
+from rulelib import tasks
+from rulelib.tasks import measure
+if sys.argv[2] == "off":
+    measure._warmed = True  # as if already warmed: glibc keeps its start-up thresholds
+images = np.load(sys.argv[1])  # loaded, not rendered: no large array freed before measuring
+task = tasks.get("A")
+task.measure(images)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+task.measure(images)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc",
+    reason="glibc's dynamic mmap threshold",
+)
+def test_warmed_allocator_keeps_the_blocks_memory(tmp_path):
+    """In a fresh process, the second measurement of 1024 images faults no pages in again; with
+    the warm-up skipped, every block faults its temporaries in again (~10 faults per image)."""
+    path = tmp_path / "images.npy"
+    np.save(path, tasks.get("A").sample(1024, seed=3)[0])
+    faults = {}
+    for mode in ("on", "off"):
+        out = subprocess.run(
+            [sys.executable, "-c", _FAULTS, str(path), mode], capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        faults[mode] = int(out.stdout.split()[-1]) / 1024
+    assert faults["on"] < 0.5, faults
+    assert faults["off"] > 3, faults  # the test can tell: without the warm-up they return
