@@ -511,10 +511,9 @@ def test_fit_state_taken_from_the_first_evaluation_is_the_row_by_row_copy(shape,
 _FAULTS = """
 import resource, sys
 import numpy as np
-from rulelib import tasks
-from rulelib.tasks import measure
+from rulelib import allocator, tasks
 if sys.argv[2] == "off":
-    measure._warmed = True  # as if already warmed: glibc keeps its start-up thresholds
+    allocator._warmed = True  # as if already warmed: glibc keeps its start-up thresholds
 images = np.load(sys.argv[1])  # loaded, not rendered: no large array freed before measuring
 task = tasks.get("A")
 task.measure(images)

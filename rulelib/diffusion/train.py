@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rulelib import atomic
+from rulelib import allocator, atomic
 from rulelib.device import resolve_device
 from rulelib.diffusion import levers, unet
 from rulelib.diffusion.checkpoint import (
@@ -130,6 +130,7 @@ def train(
     so that a run can be spread over time-limited sessions; the summary then has finished=False.
     """
     cfg.validate()
+    allocator.warm()  # keep the steps' freed memory: 3-7 % more images/s on CPU (its docstring)
     images_uint8 = np.asarray(images_uint8)
     if images_uint8.dtype != np.uint8 or images_uint8.ndim != 4 or len(images_uint8) == 0:
         raise ValueError(

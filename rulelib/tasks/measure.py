@@ -38,7 +38,7 @@ The per-task functions run on blocks of ``CHUNK`` images (``chunked``), so any n
 Speed (``benchmarks/measure.py``: process CPU time, one thread, 8192 images, 2-core AMD EPYC with
 AVX2, beside two training jobs): clean renders A 5350, B 7650, C 5650, D 6950 images/s;
 degraded A 1950, B 2750, C 2550, D 2400 (quiet machine, task A: 5200-5850 clean, 2000 degraded).
-Before the allocator warm-up (``_warm_allocator``) a process that had not yet freed a large
+Before the allocator warm-up (``rulelib.allocator``) a process that had not yet freed a large
 array faulted each block's pages in again (about 10 page faults per image): clean A ran
 3800-4350 there and 4950 in the benchmark's own process, the same answers to the bit.
 
@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rulelib import allocator
 from rulelib.tasks import render
 from rulelib.tasks.estimate import pole_shadow_init
 from rulelib.tasks.explain import (
@@ -234,36 +235,13 @@ def _other_shape(P, Q, a, shape, unexplained):
 
 
 CHUNK = 256  # images per block: per-pixel arrays in cache, few passes (fastest of 128-512)
-# Just under glibc's DEFAULT_MMAP_THRESHOLD_MAX (32 MiB on 64-bit), so that malloc maps it on its
-# own and its free raises the dynamic thresholds (see _warm_allocator).
-_WARM_BYTES = (32 << 20) - (1 << 16)
-_warmed = False
-
-
-def _warm_allocator():
-    """Allocate and free one array just under 32 MiB, once per process.
-
-    A block's temporaries (1-6 MB each, 20-40 MB in all) are freed at its end.  glibc malloc
-    maps arrays above its mmap threshold (128 KiB at start) and returns heap memory to the OS
-    once more than twice that threshold is free at the top of the heap, so in a process that has
-    never freed a large array every block faults its pages in again (about 10 page faults per
-    image, a sixth of task A's time).  Freeing one mapped array of size S raises both thresholds
-    to S and 2 S (glibc's dynamic mmap threshold, up to 32 MiB): the state any process reaches
-    once it frees a large array (e.g. after rendering images).  Unlike ``mallopt``, this keeps
-    the thresholds dynamic (a fixed one slowed torch's training steps 20-35 % in one test), pins
-    no memory and touches no page.  Elsewhere than glibc it is a harmless allocation.
-    """
-    global _warmed
-    if not _warmed:
-        _warmed = True
-        np.empty(_WARM_BYTES, np.uint8)  # freed at once: its reference is dropped
 
 
 def chunked(fn):
     """Run a per-task measurement on blocks of CHUNK images and concatenate (same results)."""
 
     def run(images, reasons: dict | None = None):
-        _warm_allocator()
+        allocator.warm()  # keep the blocks' memory (rulelib.allocator)
         img = check_images(images)  # once; the blocks are converted one by one
         if len(img) <= CHUNK:
             return fn(img, reasons=reasons)
