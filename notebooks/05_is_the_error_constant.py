@@ -436,6 +436,17 @@ if size_rows:
                      f"{100 * num(r['copy_rate']):.0f} %, nearest distance "
                      f"{num(r['nearest_median']):.2f} (fresh {num(r['fresh_nearest_median']):.2f})"
                      for k, r in size_rows.items()) + ".")  # fmt: skip
+    # the same budget on B's own 2000 images: the length arm's checkpoint at that many images
+    for k, r in size_rows.items():
+        same = [q for q in study if q["run"] == "length_B" and q["images"] == r["images"]
+                and q["sampling"] == "ema ddim"]  # fmt: skip
+        if same:
+            q = same[0]
+            lines.append(f"At {int(r['images']):,} images, {k} training images against B's 2000: "
+                         f"residual std {ci(r, 'novel_resid_std')} against "
+                         f"{ci(q, 'novel_resid_std')}, within ±5 % "
+                         f"{ci(r, 'novel_within_5pct', '{:.0f}')} against "
+                         f"{ci(q, 'novel_within_5pct', '{:.0f}')} %.")  # fmt: skip
 if not fits:
     lines.append("No length or size arm is committed yet: whether the U-Net's fine-rule error "
                  "plateaus cannot be decided from these results.")  # fmt: skip

@@ -175,3 +175,16 @@ def test_command_line_builds_the_runs():
 def test_plateau_label_rounds_to_the_ci_scale():
     assert evaluate._on_scale(3.7e-18, 2e-26, 0.00355) == "0.0000 [0.0000, 0.0036]"
     assert evaluate._on_scale(2.7e-14, 1e-20, 49.05) == "0 [0, 49]"
+
+
+def test_length_arm_at_the_size_arms_budget_is_its_point_for_the_tasks_own_set():
+    def r(arm, task, images, n_train, sampling="ema ddim"):
+        return {"arm": arm, "task": task, "images": images, "n_train": n_train,
+                "sampling": sampling}  # fmt: skip
+
+    rows = [r("length", "B", 64_000, 2000), r("length", "B", 128_000, 2000),
+            r("length", "B", 128_000, 2000, "raw ddpm"), r("length", "C", 128_000, 2000),
+            r("size", "B", 128_000, 128_000), r("size", "B", 128_000, 250)]  # fmt: skip
+    got = evaluate.length_at_budget(rows, "B")
+    assert got == [rows[1]]  # the same task, images and sampler only
+    assert evaluate.length_at_budget(rows, "C") == []  # C has no size arm

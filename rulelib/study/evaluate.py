@@ -211,6 +211,15 @@ def _on_scale(c: float, lo: float, hi: float) -> str:
     return f"{c:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+def length_at_budget(rows, task) -> list[dict]:
+    """The length arm's scored checkpoints (EMA + DDIM) at the image budget of the size arm's
+    runs of ``task``: the same compute on the task's own training set, the size arm's point at
+    that set's size."""
+    budgets = {r["images"] for r in rows if r["arm"] == "size" and r["task"] == task}
+    return [r for r in rows if r["arm"] == "length" and r["task"] == task
+            and r["sampling"] == "ema ddim" and r["images"] in budgets]  # fmt: skip
+
+
 def _figure(rows, fitd, arm, task, path):
     rs = sorted(
         (r for r in rows if r["arm"] == arm and r["task"] == task and r["sampling"] == "ema ddim"),
@@ -232,6 +241,12 @@ def _figure(rows, fitd, arm, task, path):
             b = np.array([to_err(r[key + "_hi"]) for r in have])
             lo, hi = np.minimum(a, b), np.maximum(a, b)
             ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o-", capsize=3, label="novel images")
+        for r in length_at_budget(rows, task) if arm == "size" else ():
+            if r[key] is None or r[key + "_lo"] is None:
+                continue
+            y, a, b = (to_err(r[key + s]) for s in ("", "_lo", "_hi"))
+            ax.errorbar([r["n_train"]], [y], yerr=[[y - min(a, b)], [max(a, b) - y]], fmt="s",
+                        color="tab:red", capsize=3, label="length arm (its own set), same images")  # fmt: skip
             f = (fitd.get(f"length_{task}") or {}).get(err, {})
             if arm == "length" and f.get("skipped") and f.get("from_images"):
                 gate = f"fit from here (>= {f['min_measurable']:.0%} measurable)"
@@ -274,7 +289,7 @@ def _figure(rows, fitd, arm, task, path):
     ax.plot(
         [r[xkey] for r in rs],
         [r["fresh_nearest_median"] for r in rs],
-        "k:",
+        "kx:",
         label="same, fresh task images",
     )
     ax.set_xscale("log")
