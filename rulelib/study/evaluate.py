@@ -246,7 +246,8 @@ def _figure(rows, fitd, arm, task, path):
                 continue
             y, a, b = (to_err(r[key + s]) for s in ("", "_lo", "_hi"))
             ax.errorbar([r["n_train"]], [y], yerr=[[y - min(a, b)], [max(a, b) - y]], fmt="s",
-                        color="tab:red", capsize=3, label="length arm (its own set), same images")  # fmt: skip
+                        color="tab:red", capsize=3,
+                        label="length arm (its own set), same images")  # fmt: skip
             f = (fitd.get(f"length_{task}") or {}).get(err, {})
             if arm == "length" and f.get("skipped") and f.get("from_images"):
                 gate = f"fit from here (>= {f['min_measurable']:.0%} measurable)"
