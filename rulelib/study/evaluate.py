@@ -31,6 +31,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import NullFormatter
 
 from rulelib import atomic, metrics, provenance, tasks
 from rulelib.diffusion import checkpoint
@@ -262,6 +263,7 @@ def _figure(rows, fitd, arm, task, path):
                 )
                 ax.axhspan(*f["c_ci"], color="grey", alpha=0.2)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
         ax.set_xlabel("training images seen" if arm == "length" else "training-set size")
         ax.set_title(label, fontsize=9)
         if ax.get_legend_handles_labels()[0]:
