@@ -529,7 +529,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 )
 def test_warmed_allocator_keeps_the_blocks_memory(tmp_path):
     """In a fresh process, the second measurement of 1024 images faults no pages in again; with
-    the warm-up skipped, every block faults its temporaries in again (~10 faults per image)."""
+    the warm-up skipped, every block faults its temporaries in again (~10 faults per image on
+    the 2-core EPYC; where it does not, the test cannot tell and is skipped)."""
     path = tmp_path / "images.npy"
     np.save(path, tasks.get("A").sample(1024, seed=3)[0])
     faults = {}
@@ -540,4 +541,5 @@ def test_warmed_allocator_keeps_the_blocks_memory(tmp_path):
         assert out.returncode == 0, out.stderr
         faults[mode] = int(out.stdout.split()[-1]) / 1024
     assert faults["on"] < 0.5, faults
-    assert faults["off"] > 3, faults  # the test can tell: without the warm-up they return
+    if faults["off"] < 3:  # e.g. transparent huge pages for every mapping: nothing to prevent
+        pytest.skip(f"no re-faulting here even without the warm-up: {faults}")
