@@ -23,9 +23,9 @@ For each task, on one process (one BLAS thread):
    and what each path costs per image (segmentation; closed-form starts and one Gauss-Newton
    step on clean renders; iterated fits and the other shape's fit on degraded images).
    Baseline named in the same run: rendering the images (``task.sample``).  Target: >= 5000
-   images/s per task; the last line says on which paths it is met.  (The renders of this script
-   free large arrays first, after which glibc keeps the blocks' memory: the figures are those of
-   a process that has already sampled images, as a pipeline has; see rulelib.tasks.measure.)
+   images/s per task; the last line says on which paths it is met.  (The measurement frees one
+   32 MiB array at its first call, after which glibc keeps the blocks' memory: the figures hold
+   for a fresh process too; see rulelib.allocator.)
 
 Prints the CPU model first; writes nothing.
 """

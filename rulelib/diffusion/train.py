@@ -197,7 +197,8 @@ def _prepare(cfg: TrainConfig, images_uint8, run_dir: Path, resume: bool, progre
     schedule = cfg.schedule().to(device)
     data = images_to_tensor(images_uint8, device)
     epoch, step, state, perm = 0, 0, None, None
-    ck = _resume_point(run_dir, -(-len(data) // cfg.batch_size)) if resume else None
+    steps_per_epoch = _steps_per_epoch(len(data), cfg.batch_size)
+    ck = _resume_point(run_dir, steps_per_epoch) if resume else None
     if ck is not None:
         state = _load_state(ck / "state.pt")
         if state.get("data_hash") != data_hash:
@@ -215,7 +216,7 @@ def _prepare(cfg: TrainConfig, images_uint8, run_dir: Path, resume: bool, progre
     # Written only now that every check has passed; it may differ from the old one only in
     # RESUME_FREE_KEYS (e.g. a longer run). Each checkpoint keeps its own copy.
     atomic.write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
-    steps_left = max(cfg.epochs * -(-len(data) // cfg.batch_size) - step, 0)
+    steps_left = max(cfg.epochs * steps_per_epoch - step, 0)
     fixed = {"bf16": cfg.bf16, "channels_last": cfg.channels_last, "compile": cfg.compile}
     lev, how = levers.choose(
         model, schedule, data[: cfg.batch_size], device, steps_left,
@@ -251,6 +252,11 @@ def _prepare(cfg: TrainConfig, images_uint8, run_dir: Path, resume: bool, progre
     }  # fmt: skip
     return _Run(device, model, ema, opt, gen, step_fn, schedule, data, data_hash, lev, epoch,
                 step, summary, perm)  # fmt: skip
+
+
+def _steps_per_epoch(n: int, batch_size: int) -> int:
+    """Steps of one epoch over n images: ceil(n / batch_size) (the last batch may be short)."""
+    return -(-n // batch_size)
 
 
 def _resume_point(run_dir: Path, steps_per_epoch: int) -> Path | None:
@@ -290,7 +296,7 @@ def _save(r: _Run, cfg: TrainConfig, run_dir: Path, epoch: int, step: int, perm=
 def _loop(r: _Run, cfg: TrainConfig, run_dir: Path, progress: bool, time_limit_s) -> dict:
     """The epochs from r.epoch to cfg.epochs (or the time limit), with checkpoints; the summary."""
     device, n = r.device, r.data.shape[0]
-    steps_per_epoch = -(-n // cfg.batch_size)
+    steps_per_epoch = _steps_per_epoch(n, cfg.batch_size)
     params, ema_params = r.step_fn.params, list(r.ema.parameters())
     epoch, step = r.epoch, r.step
     bar = tqdm(
