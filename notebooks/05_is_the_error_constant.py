@@ -81,6 +81,7 @@ from rulelib.diffusion.schedule import Schedule
 from rulelib.metrics import memorisation
 from rulelib.notebook import stamp, test_size
 from rulelib.study import arms
+from rulelib.study.evaluate import length_at_budget
 from rulelib.study.fit import fit_plateau, plateau
 
 t0 = time.time()
@@ -407,6 +408,12 @@ def ci(r, key, f="{:.4f}"):
     return f"{f.format(num(r[key]))} [{f.format(num(r[key + '_lo']))}, {f.format(num(r[key + '_hi']))}]"
 
 
+def overlap(r, q, key):
+    """Whether the 95 % CIs of metric key in rows r and q overlap."""
+    lo = max(num(r[key + "_lo"]), num(q[key + "_lo"]))
+    return lo <= min(num(r[key + "_hi"]), num(q[key + "_hi"]))
+
+
 for run in sorted({r["run"] for r in study if r["arm"] == "length"}):
     rs = [r for r in study if r["run"] == run]
     last = max((r for r in rs if r["sampling"] == "ema ddim"), key=lambda r: int(r["images"]))
@@ -438,15 +445,14 @@ if size_rows:
                      for k, r in size_rows.items()) + ".")  # fmt: skip
     # the same budget on B's own 2000 images: the length arm's checkpoint at that many images
     for k, r in size_rows.items():
-        same = [q for q in study if q["run"] == "length_B" and q["images"] == r["images"]
-                and q["sampling"] == "ema ddim"]  # fmt: skip
-        if same:
-            q = same[0]
+        for q in (q for q in length_at_budget(study, "B") if q["images"] == r["images"]):
+            both = all(overlap(r, q, key) for key in ("novel_resid_std", "novel_within_5pct"))
             lines.append(f"At {int(r['images']):,} images, {k} training images against B's 2000: "
                          f"residual std {ci(r, 'novel_resid_std')} against "
                          f"{ci(q, 'novel_resid_std')}, within ±5 % "
                          f"{ci(r, 'novel_within_5pct', '{:.0f}')} against "
-                         f"{ci(q, 'novel_within_5pct', '{:.0f}')} %.")  # fmt: skip
+                         f"{ci(q, 'novel_within_5pct', '{:.0f}')} % (the CIs "
+                         f"{'overlap on both' if both else 'do not overlap on both'}).")  # fmt: skip
 if not fits:
     lines.append("No length or size arm is committed yet: whether the U-Net's fine-rule error "
                  "plateaus cannot be decided from these results.")  # fmt: skip
