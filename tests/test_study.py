@@ -161,6 +161,35 @@ def test_resume_points_are_resumed_from_and_then_removed(tmp_path, monkeypatch):
         checkpoint.remove(arms.run_dir(cut, run), [4])
 
 
+def test_a_run_is_extended_to_a_larger_budget_only_on_request(tmp_path, monkeypatch):
+    small, large = arms.size_run("B", 16, images=32), arms.size_run("B", 16, images=64)
+    assert small.epochs == (1, 2) and large.epochs == (1, 2, 4)
+    arms.train_run(tmp_path / "a", small, progress=False)
+    with pytest.raises(ValueError, match="--extend"):  # not without asking
+        arms.train_run(tmp_path / "a", large, progress=False)
+    res = arms.train_run(tmp_path / "a", large, progress=False, extend=True)
+    assert res == {"finished": True, "epochs": [1, 2, 4]}
+    spec = json.loads((arms.run_dir(tmp_path / "a", large) / "study_run.json").read_text())
+    assert spec["run"]["images"] == 64 and [x["images"] for x in spec["extended"]] == [32]
+    # the constant learning rate makes the extended run the run trained at 64 from the start
+    arms.train_run(tmp_path / "b", large, progress=False)
+    a, b = (
+        arms.run_dir(d, large) / "checkpoints/epoch_000004"
+        for d in (tmp_path / "a", tmp_path / "b")
+    )
+    for f in ("model.safetensors", "ema.safetensors"):
+        wa, wb = load_file(a / f), load_file(b / f)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # a smaller budget, a grid without the trained checkpoints, or another set: no extension
+    assert not arms.extends(large.to_dict(), arms.size_run("B", 16, images=48))  # epochs 1, 2, 3
+    assert not arms.extends(small.to_dict(), arms.size_run("B", 16, images=96))  # epochs 2, 3, 6
+    assert not arms.extends(small.to_dict(), arms.size_run("B", 32, images=64))
+    with pytest.raises(ValueError, match="another run"):
+        arms.train_run(
+            tmp_path / "a", arms.size_run("B", 16, images=48), progress=False, extend=True
+        )
+
+
 def test_command_line_builds_the_runs():
     p = argparse.ArgumentParser()
     command.add_arguments(p)

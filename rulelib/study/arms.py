@@ -152,10 +152,23 @@ def trained_epochs(out, run: ArmRun) -> list[int]:
     return [e for e, _ in checkpoint.list_checkpoints(run_dir(out, run))]
 
 
-def train_run(out, run: ArmRun, *, device="cpu", progress=True, time_limit_s=None) -> dict:
+def extends(old: dict, run: ArmRun) -> bool:
+    """Whether ``run`` continues the run recorded as ``old`` (``ArmRun.to_dict``) to a larger
+    budget: the same arm, task, training set and seed, and every old checkpoint epoch is one of
+    the new run's. The learning rate is constant (AdamW, docs/paper.md section 4), so training
+    on from the old last checkpoint is the run the larger budget would have been from the start."""
+    new = run.to_dict()
+    same = all(old.get(k) == new[k] for k in ("arm", "task", "train_size", "seed"))
+    return same and old.get("images", 0) < run.images and set(old["epochs"]) <= set(run.epochs)
+
+
+def train_run(out, run: ArmRun, *, device="cpu", progress=True, time_limit_s=None,
+              extend=False) -> dict:  # fmt: skip
     """Train (or resume) one run segment by segment up to its last checkpoint epoch.
 
     time_limit_s: stop after the first segment that ends past it (a later call resumes).
+    extend: a folder set up for a smaller budget of the same run (``extends``) is taken on to
+    ``run.images``; its record keeps the budgets it had, under "extended".
     Returns {"finished": bool, "epochs": [...done]}.
     """
     rdir = run_dir(out, run)
@@ -164,9 +177,14 @@ def train_run(out, run: ArmRun, *, device="cpu", progress=True, time_limit_s=Non
     if spec.exists():
         old = atomic.read_json(spec)
         if old.get("run") != run.to_dict():
-            raise ValueError(
-                f"{rdir} was set up for another run ({old.get('run')}); expected {run.to_dict()}"
-            )
+            larger = extends(old.get("run", {}), run)
+            if not (extend and larger):
+                hint = " (the same run with a larger budget: pass --extend)" if larger else ""
+                raise ValueError(f"{rdir} was set up for another run ({old.get('run')}); "
+                                 f"expected {run.to_dict()}{hint}")  # fmt: skip
+            was = {"images": old["run"]["images"], "until": provenance.now_iso()}
+            atomic.write_json(spec, {**old, "run": run.to_dict(),
+                                     "extended": [*old.get("extended", []), was]})  # fmt: skip
     else:
         atomic.write_json(spec, {"run": run.to_dict(), "created": provenance.now_iso(),
                                  "machine": provenance.machine_info()})  # fmt: skip

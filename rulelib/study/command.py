@@ -1,6 +1,7 @@
 """``python -m rulelib study``: train, evaluate and summarise the length and size arms (issue 12).
 
     study train    --arm length --task B --out runs/study      (resumable; --time-limit minutes)
+    study train    --arm length --task C --images N --extend   (on to a larger budget N)
     study evaluate --arm length --task B --out runs/study      (every trained checkpoint)
     study summary  --out runs/study --to results/study         (CSV, JSON, figures, plateau fit)
 
@@ -63,6 +64,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="evaluate: only these checkpoint epochs (default: every trained one)",
     )
+    p.add_argument(
+        "--extend",
+        action="store_true",
+        help="train: take a run set up for a smaller --images on to this budget",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -82,7 +88,7 @@ def run(args, command: str | None = None) -> int:
     if args.action == "train":
         for r in runs_of(args):
             res = arms.train_run(args.out, r, device=args.device, progress=not args.quiet,
-                                 time_limit_s=limit)  # fmt: skip
+                                 time_limit_s=limit, extend=args.extend)  # fmt: skip
             print(f"{r.name}: checkpoints at epochs {res['epochs']} "
                   f"({'finished' if res['finished'] else 'not finished'})")  # fmt: skip
         return 0
