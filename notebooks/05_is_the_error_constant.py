@@ -434,25 +434,41 @@ for run in sorted({r["run"] for r in study if r["arm"] == "length"}):
 size_rows = {}
 for r in sorted((r for r in study if r["arm"] == "size" and r["sampling"] == "ema ddim"),
                 key=lambda r: int(r["images"])):  # fmt: skip
-    size_rows[r["train_size"] or r["n_train"]] = r  # the last checkpoint of each size
-if size_rows:
-    lines.append("**Size arm** (Task B, the same image budget at each training-set size; last "
+    size_rows[r["train_size"]] = r  # the last checkpoint of each size
+# beside them, B's own 2000 images at the same budget: the length arm's checkpoint there
+sets = sorted([*size_rows.values(), *length_at_budget(study, "B")],
+              key=lambda r: (int(r["images"]), int(r["n_train"])))  # fmt: skip
+
+
+def set_name(r):
+    if r["arm"] == "length":
+        return f"B's own {int(r['n_train']):,} images (length arm)"
+    return "fresh images" if r["train_size"] == "fresh" else f"{int(r['n_train']):,} images"
+
+
+if sets:
+    budget = ", ".join(sorted({f"{int(r['images']):,}" for r in sets}))
+    lines.append(f"**Size arm** (Task B, the same image budget for each training set, {budget} "
+                 "images; the last "
                  "checkpoint): " + "; ".join(
-                     f"{k} images: residual std {ci(r, 'novel_resid_std')} on "
+                     f"{set_name(r)}: residual std {ci(r, 'novel_resid_std')}, within ±5 % "
+                     f"{ci(r, 'novel_within_5pct', '{:.0f}')} % on "
                      f"{100 * num(r['novel_measurable_rate']):.0f} % measurable, copies "
-                     f"{100 * num(r['copy_rate']):.0f} %, nearest distance "
-                     f"{num(r['nearest_median']):.2f} (fresh {num(r['fresh_nearest_median']):.2f})"
-                     for k, r in size_rows.items()) + ".")  # fmt: skip
-    # the same budget on B's own 2000 images: the length arm's checkpoint at that many images
-    for k, r in size_rows.items():
-        for q in (q for q in length_at_budget(study, "B") if q["images"] == r["images"]):
-            both = all(overlap(r, q, key) for key in ("novel_resid_std", "novel_within_5pct"))
-            lines.append(f"At {int(r['images']):,} images, {k} training images against B's 2000: "
-                         f"residual std {ci(r, 'novel_resid_std')} against "
-                         f"{ci(q, 'novel_resid_std')}, within ±5 % "
-                         f"{ci(r, 'novel_within_5pct', '{:.0f}')} against "
-                         f"{ci(q, 'novel_within_5pct', '{:.0f}')} % (the CIs "
-                         f"{'overlap on both' if both else 'do not overlap on both'}).")  # fmt: skip
+                     f"{100 * num(r['copy_rate']):.0f} %, nearest-training distance "
+                     f"{num(r['nearest_median']):.2f} (fresh task images "
+                     f"{num(r['fresh_nearest_median']):.2f}), DSM gap "
+                     f"{100 * (num(r['dsm_loss_fresh']) / num(r['dsm_loss_train']) - 1):+.1f} %"
+                     for r in sets) + ".")  # fmt: skip
+if len(sets) > 1:
+    vals = [num(r["novel_resid_std"]) for r in sets]
+    apart = [(a, b) for n, a in enumerate(sets) for b in sets[n + 1:]
+             if a["images"] == b["images"] and not overlap(a, b, "novel_resid_std")]  # fmt: skip
+    lines.append(f"Across these {len(sets)} training sets the residual std ranges "
+                 f"{min(vals):.4f}–{max(vals):.4f}; "
+                 + ("every pair of 95 % CIs overlaps, so at this budget no dependence of the "
+                    "fine-rule error on the training-set size is resolved." if not apart else
+                    "the CIs do not overlap for "
+                    + ", ".join(f"{set_name(a)} vs {set_name(b)}" for a, b in apart) + "."))  # fmt: skip
 if not fits:
     lines.append("No length or size arm is committed yet: whether the U-Net's fine-rule error "
                  "plateaus cannot be decided from these results.")  # fmt: skip
