@@ -231,21 +231,23 @@ for name in TASKS:
 # %% [markdown]
 # ### The local machine calibrated to a trained U-Net
 # Kamb & Ganguli set the local machine's patch size per noise level by matching a trained
-# network.  `rulelib.analytic.calibrate` does that for Task B against the length arm's U-Net (the
-# quick profile's settings, 182 000 training images): at 20 of the sampler's noise levels, the
-# patch size (3–15 px) whose clean-image estimate has the highest r² against the U-Net's, on
-# held-out images noised to that level.  Its samples are the `local-calibrated` row above; their
-# r² column is against that U-Net's images from the same noise.
+# network.  `rulelib.analytic.calibrate` does that against the length arms' U-Nets (the quick
+# profile's settings; Task B at 182 000 training images, Task C at 256 000): at 20 of the
+# sampler's noise levels, the patch size (3–15 px) whose clean-image estimate has the highest r²
+# against the U-Net's, on held-out images noised to that level.  Its samples are the
+# `local-calibrated` rows above; their r² column is against that U-Net's images from the same
+# noise.
 
 # %%
-cal_dir = RESULTS / "analytic" / "B" / "local-calibrated"
-if (cal_dir / "calibration.json").exists():
+cal_dirs = {n: RESULTS / "analytic" / n / "local-calibrated" for n in TASKS}
+cal_dirs = {n: d for n, d in cal_dirs.items() if (d / "calibration.json").exists()}
+for name, cal_dir in cal_dirs.items():
     cal = json.loads((cal_dir / "calibration.json").read_text())
     ts, chosen = np.array(cal["schedule"]["ts"]), np.array(cal["schedule"]["patches"])
     r2_cal = {int(p): np.array(v) for p, v in cal["r2"].items()}
-    print("t:", ts.tolist())
-    print("P:", chosen.tolist())
-    display(Markdown("![calibration](../results/analytic/B/local-calibrated/calibration.png)"))
+    print(f"Task {name} (U-Net {cal['settings']['unet']}):\nt: {ts.tolist()}\nP: {chosen.tolist()}")
+    png = f"../results/analytic/{name}/local-calibrated/calibration.png"
+    display(Markdown(f"![calibration {name}]({png})"))
     # the file is consistent: the chosen size is the best-scoring one at every level
     best = np.max(np.stack(list(r2_cal.values())), 0)
     assert np.allclose([r2_cal[p][i] for i, p in enumerate(chosen)], best)
@@ -256,7 +258,7 @@ if (cal_dir / "calibration.json").exists():
           f"chosen size: {np.round(best[ts <= 600].min(), 2)}-{np.round(best.max(), 2)} for "
           f"t <= 600, {np.round(best[ts > 600].max(), 2)} at most above")  # fmt: skip
     assert low.max() < mid.min()
-else:
+if not cal_dirs:
     print("no calibrated machine committed")
 
 # %% [markdown]
