@@ -379,9 +379,9 @@ assert min(r["R"]["ci"][1] for r in R_aff_k) > 0.9 * closed_q  # never below it 
 # on the whole input** (2 hidden layers of 32 SiLU units, EDM preconditioning, Adam on n points
 # with fresh noise each step; `rulelib.theory.network`), R against n and against training steps.
 #
-# The image tasks' model-class table (the empirical, Gaussian and local machines on the task
-# images, issue 12; notebook 05 and `results/analytic/`) has not landed yet — it is being built —
-# so the comparison here stays on the two-patch model.
+# The same classes on the task images (the empirical, Gaussian and local machines, against the
+# trained U-Nets) are notebook 05's model-class table and `results/analytic/`; here the
+# comparison stays on the two-patch model.
 
 # %%
 grid_c = th.time_grid(30, t_min=1e-3, t_max=6.0)

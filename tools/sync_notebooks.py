@@ -39,7 +39,11 @@ def main(argv=None) -> int:
     parser.add_argument(
         "notebooks", nargs="*", type=Path, help="notebooks/NN_name.py (default: all)"
     )
-    parser.add_argument("--no-execute", action="store_true", help="pair only, keep no outputs")
+    parser.add_argument(
+        "--no-execute",
+        action="store_true",
+        help="pair only (jupytext --update: the outputs of unchanged code cells are kept)",
+    )
     args = parser.parse_args(argv)
     sources = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9]*.py"))
     env = {**os.environ, SIZE_VARIABLE: "full"}
