@@ -410,6 +410,11 @@ def ci(r, key, f="{:.4f}"):
     return f"{f.format(num(r[key]))} [{f.format(num(r[key + '_lo']))}, {f.format(num(r[key + '_hi']))}]"
 
 
+def dsm_gap(r):
+    """How much higher the DSM loss is on fresh images than on the training images (a fraction)."""
+    return num(r["dsm_loss_fresh"]) / num(r["dsm_loss_train"]) - 1
+
+
 def overlap(r, q, key):
     """Whether the 95 % CIs of metric key in rows r and q overlap."""
     lo = max(num(r[key + "_lo"]), num(q[key + "_lo"]))
@@ -419,12 +424,11 @@ def overlap(r, q, key):
 for run in sorted({r["run"] for r in study if r["arm"] == "length"}):
     rs = [r for r in study if r["run"] == run]
     last = max((r for r in rs if r["sampling"] == "ema ddim"), key=lambda r: int(r["images"]))
-    gap = num(last["dsm_loss_fresh"]) / num(last["dsm_loss_train"]) - 1
     lines.append(f"**{run}, memorisation** at {int(last['images']):,} images: copies "
                  f"{100 * num(last['copy_rate']):.0f} %; median nearest-training distance "
                  f"{num(last['nearest_median']):.2f} against {num(last['fresh_nearest_median']):.2f}"
                  f" for fresh task images (shift {ci(last, 'median_shift', '{:+.2f}')}); the DSM "
-                 f"loss is {100 * gap:.1f} % higher on fresh images than on the training "
+                 f"loss is {100 * dsm_gap(last):.1f} % higher on fresh images than on the training "
                  f"images.")  # fmt: skip
     for r in (r for r in rs if r["sampling"] != "ema ddim"):
         lines.append(f"**{run}, the paper's sampling** ({r['sampling']}: raw weights, 1000 "
@@ -459,7 +463,7 @@ if sets:
                      f"{100 * num(r['copy_rate']):.0f} %, nearest-training distance "
                      f"{num(r['nearest_median']):.2f} (fresh task images "
                      f"{num(r['fresh_nearest_median']):.2f}), DSM gap "
-                     f"{100 * (num(r['dsm_loss_fresh']) / num(r['dsm_loss_train']) - 1):+.1f} %"
+                     f"{100 * dsm_gap(r):+.1f} %"
                      for r in sets) + ".")  # fmt: skip
 if len(sets) > 1:
     vals = [num(r["novel_resid_std"]) for r in sets]

@@ -161,7 +161,7 @@ def test_resume_points_are_resumed_from_and_then_removed(tmp_path, monkeypatch):
         checkpoint.remove(arms.run_dir(cut, run), [4])
 
 
-def test_a_run_is_extended_to_a_larger_budget_only_on_request(tmp_path, monkeypatch):
+def test_a_run_is_extended_to_a_larger_budget_only_on_request(tmp_path):
     small, large = arms.size_run("B", 16, images=32), arms.size_run("B", 16, images=64)
     assert small.epochs == (1, 2) and large.epochs == (1, 2, 4)
     arms.train_run(tmp_path / "a", small, progress=False)
