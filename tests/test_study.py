@@ -112,9 +112,9 @@ def test_arms_keep_the_quick_settings():
 
 def test_size_run_trains_resumes_and_is_scored(tmp_path, monkeypatch):
     quick = profiles.get("quick")
-    # 5 sampling steps and a 32-image loss set keep this test short; everything else as run
+    # 5 sampling steps and a small loss set keep this test short; everything else as run
     monkeypatch.setitem(profiles.PROFILES, "quick", dataclasses.replace(quick, sampling_steps=5))
-    monkeypatch.setattr(evaluate, "LOSS_IMAGES", 32)
+    monkeypatch.setattr(evaluate, "LOSS_IMAGES", 48)  # more than the 32 training images
     run = arms.size_run("B", 32, images=64)
     assert run.epochs == (1, 2)
     res = arms.train_run(tmp_path, run, progress=False, time_limit_s=0)  # one segment, then stop
@@ -129,9 +129,20 @@ def test_size_run_trains_resumes_and_is_scored(tmp_path, monkeypatch):
     assert [e["epoch"] for e in entries] == [1, 2]
     e = entries[-1]
     assert e["images"] == 64 and e["n_train"] == 32
-    assert 0 <= e["memorisation"]["copy_rate"]["value"] <= 1 and e["dsm_loss_fresh"] > 0
+    assert 0 <= e["memorisation"]["copy_rate"]["value"] <= 1
+    gap = e["dsm_gap"]
+    assert gap["n_pairs"] == 32 and gap["ci"][0] <= gap["value"] <= gap["ci"][1]
     again = evaluate.evaluate_run(tmp_path, run, n=16, progress=False)  # nothing left to do
     assert [x["created"] for x in again] == [x["created"] for x in entries]
+    # an entry scored before the paired gap existed gets it added, the same as if scored now
+    f = tmp_path / run.name / "eval" / "epoch_000002.json"
+    old = {k: v for k, v in e.items() if k != "dsm_gap"}
+    f.write_text(json.dumps({**old, "dsm_loss_train": 1.0, "dsm_loss_fresh": 1.1}))
+    assert evaluate.row({**old, "dsm_loss_fresh": 1.1})["dsm_loss_fresh"] == 1.1
+    assert evaluate.row(old)["dsm_gap"] is None
+    again = evaluate.evaluate_run(tmp_path, run, n=16, progress=False)
+    assert again[-1]["dsm_gap"] == gap and again[-1]["created"] == e["created"]
+    assert evaluate.row(again[-1])["dsm_gap_hi"] == gap["ci"][1]
     out = evaluate.summarise(tmp_path, tmp_path / "summary")
     assert len(out["rows"]) == 2 and (tmp_path / "summary" / "study.csv").exists()
     assert (tmp_path / "summary" / "size_B.png").exists()

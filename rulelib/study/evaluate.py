@@ -8,9 +8,12 @@ Per checkpoint (``evaluate_run``), into <run>/eval/epoch_XXXXXX.json:
 * the rule metrics with bootstrap CIs (rulelib.metrics.rule_report), of all images and of the
   novel ones (not copies), and the memorisation columns against the run's own training set, with
   fresh task images as the reference (rulelib.metrics.memorisation);
-* the DSM loss (Ho et al. eq. 14, ``Schedule.loss``) of the EMA weights on 512 training images and
-  on 512 fresh images with one seeded draw of t and eps: a gap between the two is memorisation
-  in the loss; and the training loss the trainer logged for the segment that ended there.
+* the DSM loss (Ho et al. eq. 14) of the EMA weights on 512 training images against 512 fresh
+  images, paired so that pair i shares its draws of t and eps (rulelib.study.loss_gap): the gap
+  loss_fresh / loss_train - 1 with a bootstrap CI is memorisation in the loss; and the training
+  loss the trainer logged for the segment that ended there.  (Entries scored before the gap had
+  a CI hold two means drawn independently, ``dsm_loss_train`` / ``dsm_loss_fresh``, whose ratio
+  moved by several per cent with the seed alone; ``evaluate_run`` adds the paired gap to them.)
 
 ``raw_ddpm``: at the last checkpoint also the paper's sampling -- raw weights, DDPM 1000 steps --
 into eval/epoch_XXXXXX_raw_ddpm.json.
@@ -30,20 +33,22 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from matplotlib.ticker import NullFormatter
 
 from rulelib import atomic, metrics, provenance, tasks
 from rulelib.diffusion import checkpoint
 from rulelib.diffusion import sample as sampler
-from rulelib.diffusion.schedule import images_to_tensor
 from rulelib.metrics import memorisation
 from rulelib.run import profiles
-from rulelib.study import arms
+from rulelib.study import arms, loss_gap
 from rulelib.study.fit import fit_plateau, se_from_ci
 
 FRESH_SEED = 7919  # fresh reference images: task.sample(n, seed + FRESH_SEED), never trained on
 LOSS_IMAGES = 512
+# draws of (t, eps) per image pair for the DSM gap: its CI shrinks roughly as 1 / sqrt(draws) (on
+# the size arm's fresh run, 128 000 images: +-4.2 % at 2 draws, +-2.3 % at 8), 4 costs about a
+# minute per checkpoint on one core.
+LOSS_DRAWS = 4
 # error metrics fitted against images: (key, how to turn the metric into an error, label)
 ERRORS = {
     "resid_std": (lambda v: v, "residual std (W)"),
@@ -60,12 +65,14 @@ SOURCE = {"resid_std": "resid_std", "not_within_5pct": "within_5pct",
 FIT_MIN_MEASURABLE = 0.8
 
 
-def _dsm_loss(model, schedule, images: np.ndarray, seed: int) -> float:
-    g = torch.Generator().manual_seed(seed)
-    x0 = images_to_tensor(images)
-    with torch.no_grad():
-        return float(sum(schedule.loss(model, x0[i : i + 128], g) * len(x0[i : i + 128])
-                         for i in range(0, len(x0), 128)) / len(x0))  # fmt: skip
+def _dsm_gap(model, schedule, run: arms.ArmRun, train_images, fresh) -> dict:
+    n = min(LOSS_IMAGES, len(train_images))  # a set of 250 images gives 250 pairs
+    return loss_gap.dsm_gap(model, schedule, train_images[:n], fresh[:n], seed=run.seed,
+                            draws=LOSS_DRAWS)  # fmt: skip
+
+
+def _fresh(task, n: int, run: arms.ArmRun) -> np.ndarray:
+    return task.sample(max(n, LOSS_IMAGES), run.seed + FRESH_SEED)[0]
 
 
 def _train_log(rdir: Path) -> dict[int, dict]:
@@ -96,7 +103,7 @@ def score_checkpoint(run: arms.ArmRun, rdir: Path, epoch: int, ckpt: Path, *, n:
                             meta={"epoch": epoch, "weights": weights}, **kw)  # fmt: skip
     t_sample = time.perf_counter() - t0
     feats, ok = task.measure(images)
-    fresh = task.sample(max(n, LOSS_IMAGES), run.seed + FRESH_SEED)[0]
+    fresh = _fresh(task, n, run)
     n_train = len(train_images)
     return {
         "run": run.name, "arm": run.arm, "task": run.task, "train_size": run.train_size,
@@ -105,8 +112,7 @@ def score_checkpoint(run: arms.ArmRun, rdir: Path, epoch: int, ckpt: Path, *, n:
         "generated": metrics.rule_report(task, feats, ok, n_boot=1000, seed=run.seed),
         **memorisation.memorisation_columns(task, images, train_images, feats, ok,
                                             fresh_images=fresh[:n], seed=run.seed),
-        "dsm_loss_train": _dsm_loss(model, schedule, train_images[:LOSS_IMAGES], run.seed),
-        "dsm_loss_fresh": _dsm_loss(model, schedule, fresh[:LOSS_IMAGES], run.seed),
+        "dsm_gap": _dsm_gap(model, schedule, run, train_images, fresh),
         "train_loss_logged": _train_log(rdir).get(epoch, {}).get("loss"),
         "seconds_sampling": round(t_sample, 1), "machine": provenance.machine_info(),
         "created": provenance.now_iso(), "git_commit": provenance.git_commit(),
@@ -131,6 +137,12 @@ def evaluate_run(out, run: arms.ArmRun, *, n=256, device="cpu", progress=True,
         atomic.write_json(f, e)
         if time_limit_s is not None and time.time() - t0 > time_limit_s:
             break
+    for f in sorted((rdir / "eval").glob("epoch_*.json")):
+        e = atomic.read_json(f)
+        if "dsm_gap" in e or e["epoch"] not in ckpts or (epochs and e["epoch"] not in epochs):
+            continue
+        atomic.write_json(f, {**e, "dsm_gap": add_gap(run, ckpts[e["epoch"]], e, train_images,
+                                                      device=device)})  # fmt: skip
     last = run.epochs[-1]
     f = rdir / "eval" / f"epoch_{last:06d}_raw_ddpm.json"
     if raw_ddpm and last in ckpts and not f.exists():
@@ -139,6 +151,13 @@ def evaluate_run(out, run: arms.ArmRun, *, n=256, device="cpu", progress=True,
                                               progress=progress, weights="raw",
                                               method="ddpm"))  # fmt: skip
     return load_entries(rdir)
+
+
+def add_gap(run: arms.ArmRun, ckpt: Path, entry: dict, train_images, device="cpu") -> dict:
+    """The paired DSM gap for an entry scored before it had one, from the entry's weights."""
+    model, cfg, _ = checkpoint.load_model(ckpt, weights=entry["sampling"]["weights"], device=device)
+    fresh = _fresh(tasks.get(run.task), entry["sampling"]["n"], run)
+    return _dsm_gap(model, cfg.schedule(), run, train_images, fresh)
 
 
 def load_entries(rdir) -> list[dict]:
@@ -166,8 +185,12 @@ def row(e: dict) -> dict:
     r["fresh_nearest_median"] = m["reference"]["nearest"]["median"]
     r["median_shift"], (r["median_shift_lo"], r["median_shift_hi"]) = \
         m["median_shift"]["value"], m["median_shift"]["ci"] or [None, None]  # fmt: skip
-    for k in ("dsm_loss_train", "dsm_loss_fresh", "train_loss_logged"):
-        r[k] = e.get(k)
+    gap = e.get("dsm_gap")  # older entries: only two independently drawn means
+    r["dsm_loss_train"] = gap["loss_train"] if gap else e.get("dsm_loss_train")
+    r["dsm_loss_fresh"] = gap["loss_fresh"] if gap else e.get("dsm_loss_fresh")
+    r["dsm_gap"], (r["dsm_gap_lo"], r["dsm_gap_hi"]) = \
+        (gap["value"], gap["ci"]) if gap else (None, [None, None])  # fmt: skip
+    r["train_loss_logged"] = e.get("train_loss_logged")
     return r
 
 
