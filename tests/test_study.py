@@ -78,6 +78,28 @@ def test_plateau_fit_starts_where_the_coarse_rule_is_drawn():
     assert "c" not in note and "measurable" in note["note"] and note["from_images"] is None
 
 
+def test_length_figure_draws_the_plateau_fit(tmp_path, monkeypatch):
+    """The figure of a length arm carries the fitted curve c + a (x / x0)^-b of each error."""
+    y, se = _curve(0.006, seed=0)
+    none = {f"novel_{k}{s}": None for k in ("within_5pct", "conforming_pct")
+            for s in ("", "_lo", "_hi")}  # fmt: skip
+    rows = [{"run": "length_B", "arm": "length", "task": "B", "sampling": "ema ddim",
+             "images": int(x), "n_train": 2000, "measurable_rate": 0.9, "novel_resid_std": v,
+             "novel_resid_std_lo": v - 1.96 * e, "novel_resid_std_hi": v + 1.96 * e, **none,
+             "dsm_gap": 0.01, "dsm_gap_lo": -0.01, "dsm_gap_hi": 0.03, "copy_rate": 0.0,
+             "nearest_median": 5.0, "fresh_nearest_median": 4.7}
+            for x, v, e in zip(X, y, se)]  # fmt: skip
+    fitd = evaluate.fits(rows)
+    figs = []
+    monkeypatch.setattr(evaluate.atomic, "savefig", lambda fig, path: figs.append(fig))
+    evaluate._figure(rows, fitd, "length", "B", tmp_path / "length_B.png")
+    f = fitd["length_B"]["resid_std"]
+    line = next(ln for ln in figs[0].axes[0].get_lines() if ln.get_label().startswith("c + a"))
+    x, curve = line.get_data()
+    assert x[0] == f["from_images"] and x[-1] > X[-1]  # from the first fitted point on, beyond
+    assert np.allclose(curve, f["c"] + f["a"] * (x / f["images_0"]) ** (-f["b"]))
+
+
 def test_log_checkpoints_are_log_spaced():
     e = arms.log_checkpoints(2000, 512_000)
     assert e[-1] == 256 and e[0] == 4 and list(e) == sorted(set(e))

@@ -244,6 +244,18 @@ def length_at_budget(rows, task) -> list[dict]:
             and r["sampling"] == "ema ddim" and r["images"] in budgets]  # fmt: skip
 
 
+def _draw_fit(ax, f: dict, x_max: float) -> None:
+    """The plateau fit c + a (x / x0)^-b of one error, its CI on c, and where the fit starts."""
+    if f.get("skipped") and f.get("from_images"):
+        gate = f"fit from here (>= {f['min_measurable']:.0%} measurable)"
+        ax.axvline(f["from_images"], ls=":", color="grey", label=gate)
+    if f.get("c_ci"):
+        xx = np.geomspace(f["from_images"], x_max * 4, 100)
+        ax.plot(xx, f["c"] + f["a"] * (xx / f["images_0"]) ** (-f["b"]), "k--",
+                label="c + a x^-b: c = " + _on_scale(f["c"], *f["c_ci"]))  # fmt: skip
+        ax.axhspan(*f["c_ci"], color="grey", alpha=0.2)
+
+
 def _figure(rows, fitd, arm, task, path):
     rs = sorted(
         (r for r in rows if r["arm"] == arm and r["task"] == task and r["sampling"] == "ema ddim"),
@@ -272,19 +284,8 @@ def _figure(rows, fitd, arm, task, path):
             ax.errorbar([r["n_train"]], [y], yerr=[[y - min(a, b)], [max(a, b) - y]], fmt="s",
                         color="tab:red", capsize=3,
                         label="length arm (its own set), same images")  # fmt: skip
-            f = (fitd.get(f"length_{task}") or {}).get(err, {})
-            if arm == "length" and f.get("skipped") and f.get("from_images"):
-                gate = f"fit from here (>= {f['min_measurable']:.0%} measurable)"
-                ax.axvline(f["from_images"], ls=":", color="grey", label=gate)
-            if arm == "length" and f.get("c_ci"):
-                xx = np.geomspace(f["from_images"], x.max() * 4, 100)
-                ax.plot(
-                    xx,
-                    f["c"] + f["a"] * (xx / f["images_0"]) ** (-f["b"]),
-                    "k--",
-                    label="c + a x^-b: c = " + _on_scale(f["c"], *f["c_ci"]),
-                )
-                ax.axhspan(*f["c_ci"], color="grey", alpha=0.2)
+        if arm == "length":
+            _draw_fit(ax, (fitd.get(f"length_{task}") or {}).get(err, {}), rs[-1]["images"])
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
         ax.set_xlabel("training images seen" if arm == "length" else "training-set size")
@@ -299,11 +300,16 @@ def _figure(rows, fitd, arm, task, path):
     ax.set_xscale("log")
     ax.legend(fontsize=7, loc="upper left")
     twin = ax.twinx()
-    for key, style in (("dsm_loss_train", "s--"), ("dsm_loss_fresh", "^:")):
-        twin.plot(xs, [r[key] for r in rs], style, color="k", label=key.replace("_", " "))
-    twin.set_ylabel("DSM loss (EMA weights)")
+    gaps = [r for r in rs if r["dsm_gap"] is not None]
+    if gaps:
+        v, lo, hi = 100 * np.array([[r["dsm_gap"], r["dsm_gap_lo"], r["dsm_gap_hi"]]
+                                    for r in gaps]).T  # fmt: skip
+        twin.errorbar([r[xkey] for r in gaps], v, yerr=[v - lo, hi - v], fmt="ks--", capsize=3,
+                      label="DSM gap: loss fresh / training - 1")  # fmt: skip
+        twin.axhline(0, color="k", lw=0.5)
+    twin.set_ylabel("DSM gap (%, EMA weights)")
     twin.legend(fontsize=7, loc="upper right")
-    ax.set_title("measurable share and DSM loss (training vs fresh images)", fontsize=9)
+    ax.set_title("measurable share and DSM gap (fresh vs training images)", fontsize=9)
     ax = axes[-1]
     ax.plot([r[xkey] for r in rs], [100 * r["copy_rate"] for r in rs], "o-", label="copy %")
     ax.plot(
