@@ -12,8 +12,8 @@ Per checkpoint (``evaluate_run``), into <run>/eval/epoch_XXXXXX.json:
   images, paired so that pair i shares its draws of t and eps (rulelib.study.loss_gap): the gap
   loss_fresh / loss_train - 1 with a bootstrap CI is memorisation in the loss; and the training
   loss the trainer logged for the segment that ended there.  (Entries scored before the gap had
-  a CI hold two means drawn independently, ``dsm_loss_train`` / ``dsm_loss_fresh``, whose ratio
-  moved by several per cent with the seed alone; ``evaluate_run`` adds the paired gap to them.)
+  a CI hold the two means of one draw, ``dsm_loss_train`` / ``dsm_loss_fresh``, whose ratio moves
+  by about 4 % (SD) from draw to draw; ``evaluate_run`` adds the 4-draw gap with its CI to them.)
 
 ``raw_ddpm``: at the last checkpoint also the paper's sampling -- raw weights, DDPM 1000 steps --
 into eval/epoch_XXXXXX_raw_ddpm.json.
