@@ -105,7 +105,8 @@ def _quantiles(d: np.ndarray) -> dict:
     return {f"q{int(round(100 * q)):02d}": float(np.quantile(d, q)) for q in QUANTILES}
 
 
-def _boot_ci(values: np.ndarray, stat, n_boot: int, rng, level: float = 0.95):
+def boot_ci(values: np.ndarray, stat, n_boot: int, rng, level: float = 0.95):
+    """Percentile-bootstrap CI of stat(values, axis=1) over resampled rows of ``values``."""
     if n_boot == 0 or len(values) < 2:
         return None
     idx = rng.integers(0, len(values), size=(n_boot, len(values)))
@@ -136,10 +137,10 @@ def memorisation_report(
         return {
             "n": int(len(d1)),
             "copy_rate": {"value": float(copy.mean()),
-                          "ci": _boot_ci(copy.astype(float), np.mean, n_boot, rng)},
+                          "ci": boot_ci(copy.astype(float), np.mean, n_boot, rng)},
             "n_copies": int(copy.sum()),
             "nearest": {**_quantiles(d1), "median": float(np.median(d1)),
-                        "median_ci": _boot_ci(d1, np.median, n_boot, rng)},
+                        "median_ci": boot_ci(d1, np.median, n_boot, rng)},
         }  # fmt: skip
 
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -185,7 +185,7 @@ def row(e: dict) -> dict:
     r["fresh_nearest_median"] = m["reference"]["nearest"]["median"]
     r["median_shift"], (r["median_shift_lo"], r["median_shift_hi"]) = \
         m["median_shift"]["value"], m["median_shift"]["ci"] or [None, None]  # fmt: skip
-    gap = e.get("dsm_gap")  # older entries: only two independently drawn means
+    gap = e.get("dsm_gap")  # older entries: only the two means of one draw, no CI
     r["dsm_loss_train"] = gap["loss_train"] if gap else e.get("dsm_loss_train")
     r["dsm_loss_fresh"] = gap["loss_fresh"] if gap else e.get("dsm_loss_fresh")
     r["dsm_gap"], (r["dsm_gap_lo"], r["dsm_gap_hi"]) = \

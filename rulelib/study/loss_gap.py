@@ -17,6 +17,13 @@ import numpy as np
 import torch
 
 from rulelib.diffusion.schedule import Schedule, images_to_tensor
+from rulelib.metrics.memorisation import boot_ci
+
+
+def _gap(pairs: np.ndarray, axis: int) -> np.ndarray:
+    """loss_fresh / loss_train - 1 of (..., n, 2) arrays of (train, fresh) pair losses."""
+    means = pairs.mean(axis)
+    return means[..., 1] / means[..., 0] - 1.0
 
 
 def per_image_losses(model, schedule: Schedule, x0: torch.Tensor, t: torch.Tensor,
@@ -63,12 +70,10 @@ def dsm_gap(
         noise = torch.randn(xt.shape, generator=g)
         lt += per_image_losses(model, schedule, xt, t, noise) / draws
         lf += per_image_losses(model, schedule, xf, t, noise) / draws
-    idx = np.random.default_rng(seed).integers(0, len(lt), (n_boot, len(lt)))
-    boot = lf[idx].mean(1) / lt[idx].mean(1) - 1.0
-    a = 100 * (1 - level) / 2
+    pairs = np.stack([lt, lf], axis=1)  # the bootstrap resamples pairs, keeping both members
     return {
-        "value": float(lf.mean() / lt.mean() - 1.0),
-        "ci": [float(v) for v in np.percentile(boot, (a, 100 - a))],
+        "value": float(_gap(pairs[None], axis=1)[0]),
+        "ci": boot_ci(pairs, _gap, n_boot, np.random.default_rng(seed), level),
         "level": level,
         "loss_train": float(lt.mean()),
         "loss_fresh": float(lf.mean()),
