@@ -5,13 +5,14 @@
 For each task, on one process (one BLAS thread):
 
 1. **Robustness** (training-style images, ``task.scene``): clean renders and the degradations of
-   issue 11 (tests/degrade.py: per-channel gain 1 +- 0.05 and offset +- 0.03, 0.5 px blur, noise
-   std 0.05, per-object colour shifts), all together and each alone.  Prints the measurable share,
-   the smallest share over the features of errors within the tolerance (0.1 px clean, 0.3 px
-   degraded) and the share of errors within 2 standard errors (``se_<feature>``).
+   generated samples (rulelib.tasks.degrade: per-channel gain 1 +- 0.05 and offset +- 0.03, 0.5 px
+   blur, noise std 0.05, per-object colour shifts), all together and each alone.  Prints the
+   measurable share, the smallest share over the features of errors within the tolerance (0.1 px
+   clean, 0.3 px degraded) and the share of errors within 2 standard errors (``se_<feature>``).
    Targets: clean 100 % / 99 %; degraded >= 99 % measurable, >= 95 % within 0.3 px.
-2. **Junk rejection** per kind (tests/degrade.py ``junk``: blank, uniform noise, another task's
-   shapes, an object removed, an object duplicated), clean and degraded.  Target: >= 99 % each.
+2. **Junk rejection** per kind (rulelib.tasks.degrade ``junk``: blank, uniform noise, another
+   task's shapes, an object removed, an object duplicated), clean and degraded.  Target: >= 99 %
+   each.
 3. **Speed**: images/s of ``task.measure`` (process CPU time and wall clock; the machine is
    shared, so the CPU-time rate is the fair one) per path: segmentation alone (the cost before
    any fit), clean images, degraded images, each also with the early stops off (every
@@ -33,20 +34,15 @@ Prints the CPU model first; writes nothing.
 import argparse
 import contextlib
 import os
-import sys
 import time
-from pathlib import Path
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one process, one thread: the issue's "one process"
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-import degrade  # noqa: E402  (tests/degrade.py: the degradations and junk of the tests)
 import numpy as np  # noqa: E402
 
 from rulelib import provenance, tasks  # noqa: E402
-from rulelib.tasks import explain, fit, measure, segment  # noqa: E402
+from rulelib.tasks import degrade, explain, fit, measure, segment  # noqa: E402
 
 W = 32
 TARGET = 5000  # images/s per task on one process (issue 11)

@@ -60,7 +60,6 @@ except ImportError:
 # %%
 import sys
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -320,11 +319,10 @@ assert v["within_5pct"] >= 99.0 and abs(v["slope"] - 1) < 0.01, v
 # covariance).  Below, for the training images of each task: the measurable share and the 95th
 # percentile of the feature error (px) against each degradation alone, the mild set being
 # gain 1 ± 0.05 with offset ± 0.03, blur 0.5 px and noise std 0.05.  The degradations and the junk
-# are the test suite's (`tests/degrade.py`).
+# are the test suite's (`rulelib.tasks.degrade`).
 
 # %%
-sys.path.insert(0, str(Path(rulelib.__file__).resolve().parents[1] / "tests"))
-import degrade  # noqa: E402  (tests/degrade.py)
+from rulelib.tasks import degrade  # noqa: E402
 
 N_ROBUST = 100 if TEST_SIZE else 1500
 CURVES = {  # degradation -> (levels, keyword arguments of degrade.degrade at each level)

@@ -14,16 +14,12 @@
 import platform
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rulelib import tasks
-from rulelib.tasks import estimate, explain, fit, measure, render, segment, uncertainty
-
-sys.path.insert(0, str(Path(__file__).parent))
-import degrade  # noqa: E402  (tests/degrade.py: test helpers, not library code)
+from rulelib.tasks import degrade, estimate, explain, fit, measure, render, segment, uncertainty
 
 NAMES = ["A", "B", "C", "D"]
 W = render.SIZE

@@ -59,9 +59,11 @@ class ArmRun:
 
     @property
     def name(self) -> str:
+        # seed 0 keeps the folder names the first study used; other seeds are told apart
+        suffix = "" if self.seed == 0 else f"_seed{self.seed}"
         if self.arm == "length":
-            return f"length_{self.task}"
-        return f"size_{self.task}_{self.train_size}"
+            return f"length_{self.task}{suffix}"
+        return f"size_{self.task}_{self.train_size}{suffix}"
 
     def n_train(self) -> int:
         if self.train_size is None:

@@ -1,12 +1,12 @@
-"""Degradations and junk images for the measurement tests and benchmark (issue 11).
+"""Degradations and junk images: what generated samples look like, and what is not a scene.
 
-Test helpers, not library code.  ``degrade`` applies the degradations generated samples show
-(issue 11): per-channel colour gains and offsets of a few per cent, a Gaussian blur of about half
-a pixel and additive pixel noise (std up to 0.05 of the range).  ``perturb_scene`` also shifts
-each object's colour inside its HSV box (issue 2).  ``junk`` builds images that do not contain a
-task's scene: blank, uniform noise, another task's shapes (disk for square, square for disk, disk
-for rectangle), one object removed, the objects merged (piled on the centre), one object
-duplicated.
+Used by the measurement's tests, its benchmark, the rulers' floors and the notebooks.
+``degrade`` applies the degradations generated samples show: per-channel colour gains and
+offsets of a few per cent, a Gaussian blur of about half a pixel and additive pixel noise (std
+up to 0.05 of the range).  ``perturb_scene`` also shifts each object's colour inside its HSV
+box.  ``junk`` builds images that do not contain a task's scene: blank, uniform noise, another
+task's shapes (disk for square, square for disk, disk for rectangle), one object removed, the
+objects merged (piled on the centre), one object duplicated.
 """
 
 from __future__ import annotations
