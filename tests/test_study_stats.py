@@ -1,0 +1,162 @@
+"""The study's statistics: plateau shapes with profile CIs and a likelihood-ratio test, the
+ruler's floor, the fit's power, CIs over training seeds, and exact share intervals; each test
+checks that the statistic can come out either way."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rulelib import tasks
+from rulelib.metrics import memorisation
+from rulelib.metrics.bootstrap import share_ci
+from rulelib.study import evaluate, plateau, seeds
+from rulelib.study.fit import se_from_ci
+
+STUDY_JSON = Path(__file__).resolve().parents[1] / "results" / "study" / "study.json"
+
+
+def _design():
+    """Task B's committed length arm from 46 000 images (>= 80 % measurable): its images, the
+    residual std of the novel images and their standard errors."""
+    rows = json.loads(STUDY_JSON.read_text())["rows"]
+    rs = sorted((r for r in rows if r["run"] == "length_B" and r["sampling"] == "ema ddim"
+                 and r["measurable_rate"] >= 0.8), key=lambda r: r["images"])  # fmt: skip
+    x = np.array([r["images"] for r in rs], dtype=float)
+    y = np.array([r["novel_resid_std"] for r in rs])
+    se = np.array([se_from_ci([r["novel_resid_std_lo"], r["novel_resid_std_hi"]]) for r in rs])
+    return x, y, se
+
+
+def test_exact_share_intervals_are_not_degenerate_at_zero():
+    lo, hi = share_ci(0, 256)
+    assert lo == 0 and hi == pytest.approx(1 - 0.025 ** (1 / 256), rel=1e-6)  # 1.43 %
+    assert share_ci(0, 32)[1] == pytest.approx(0.1089, abs=1e-4)
+    lo, hi = share_ci(32, 32)
+    assert hi == 1 and lo == pytest.approx(0.025 ** (1 / 32), rel=1e-6)
+    lo, hi = share_ci(50, 100)
+    assert lo < 0.5 < hi and hi - lo == pytest.approx(0.2, abs=0.01)
+    with pytest.raises(ValueError, match="k=5, n=3"):
+        share_ci(5, 3)
+    # the copy rate of a set with no copies: 0 with an upper bound above 0 (was [0, 0])
+    t = tasks.get("B")
+    rep = memorisation.memorisation_report(t.sample(64, 1)[0], t.sample(256, 2)[0], n_boot=100)
+    assert rep["copy_rate"]["value"] == 0 and rep["copy_rate"]["ci"][1] == pytest.approx(
+        share_ci(0, 64)[1]
+    )
+    train = t.sample(256, 2)[0]
+    rep = memorisation.memorisation_report(train[:32], train)
+    assert rep["copy_rate"]["value"] == 1 and rep["copy_rate"]["ci"][0] > 0.85  # all copies
+
+
+def test_committed_b_curve_under_each_shape():
+    """The reported saturation reproduced: the saturating exponential fits B's eight points better
+    than the power law and puts its plateau above zero; the power law does not."""
+    x, y, se = _design()
+    out = plateau.fit_all(x, y, se)
+    pw, ex = out["shapes"]["power"], out["shapes"]["exponential"]
+    assert pw["chi2"] == pytest.approx(5.2, abs=0.3) and ex["chi2"] < 1.5
+    assert pw["c_ci"][0] == 0 and pw["lrt_p"] > 0.05  # a power law to zero is not rejected ...
+    assert 0.0022 < ex["c_ci"][0] < ex["c"] < ex["c_ci"][1] < 0.0036  # ... an exponential's is
+    assert ex["lrt_p"] < 1e-3 and out["aic_best"] == "exponential plateau"
+
+
+def test_lrt_detects_a_plateau_of_0_005_but_not_one_of_0():
+    """Power for the real design (B's eight points and relative errors; the data's decay lifted
+    onto the plateau): a plateau of 0 is "found" at about the 5 % level; one of 0.005 mostly
+    once each point's error is a third of the committed one (9x the samples), and the
+    committed errors detect it less often than that (a design with little power)."""
+    x, y, se = _design()
+    tmpl = {"shape": "exponential", "floor": 0.0, "points": (x, y, se)}
+    null = plateau.power(x, se, tmpl, 0.0, reps=40, seed=2)
+    assert null["detected"] <= 0.15
+    assert null["detected_ci"][0] <= 0.05 <= null["detected_ci"][1]  # about its 5 % level
+    sharp = plateau.power(x, se / 3, tmpl, 0.005, reps=40, seed=1)
+    real = plateau.power(x, se, tmpl, 0.005, reps=40, seed=1)
+    assert sharp["detected"] >= 0.7 and real["detected"] < sharp["detected"]
+
+
+def test_the_rulers_floor_is_not_taken_for_a_plateau():
+    """A model that decays to zero, read through a ruler with floor f: fitted without the floor
+    the data show a plateau near f; with the floor entered, decay to zero is not rejected.  A
+    real plateau above the floor is still found with it."""
+    x = np.geomspace(46_000, 512_000, 8)
+    f = 0.0025
+    for shape, model in (("power", 0.012 * (x / x[0]) ** -0.9),
+                         ("exponential", 0.012 * np.exp(-(x / x[0] - 1) / 2.0))):  # fmt: skip
+        se = 0.05 * np.sqrt(model**2 + f**2)
+        y = np.sqrt(model**2 + f**2)  # noise-free: the expected data
+        bare = plateau.fit_shape(shape, x, y, se)
+        assert bare["lrt_p"] < 0.01 and bare["c"] > 0.5 * f
+        floored = plateau.fit_shape(shape, x, y, se, floor=f)
+        assert floored["lrt_p"] > 0.2 and floored["c_ci"][0] == 0
+        y2 = np.sqrt((model + 0.004) ** 2 + f**2)
+        withc = plateau.fit_shape(shape, x, y2, se, floor=f)
+        assert withc["lrt_p"] < 0.01 and withc["c_ci"][0] < 0.004 < withc["c_ci"][1]
+
+
+def test_profile_ci_covers_the_true_plateau_and_excludes_zero_for_an_exponential():
+    x = np.geomspace(46_000, 512_000, 8)
+    u = x / x[0]
+    rng = np.random.default_rng(0)
+    covered = 0
+    for _ in range(6):
+        mean = 0.003 + 0.01 * np.exp(-(u - 1) / 2.0)
+        se = 0.05 * mean
+        f = plateau.fit_shape("exponential", x, mean + rng.normal(0, se), se, grid_points=40)
+        covered += f["c_ci"][0] <= 0.003 <= f["c_ci"][1]
+        assert f["c_ci"][0] > 0.002  # zero, and a plateau of 0.002, excluded
+    assert covered >= 5
+
+
+def test_hierarchical_bootstrap_widens_with_the_seed_to_seed_spread():
+    rng = np.random.default_rng(0)
+    alike = [rng.normal(1.0, 1.0, 200) for _ in range(3)]
+    apart = [rng.normal(m, 1.0, 200) for m in (0.0, 1.0, 2.0)]
+    a = seeds.hierarchical_bootstrap(alike, n_boot=500)
+    b = seeds.hierarchical_bootstrap(apart, n_boot=500)
+    wa, wb = np.diff(a["ci"])[0], np.diff(b["ci"])[0]
+    pooled = np.concatenate(apart)
+    naive = 2 * 1.96 * pooled.std() / np.sqrt(pooled.size)  # samples as if independent
+    assert wb > 5 * naive and wb > 3 * wa  # seeds that differ widen the CI; alike ones do not
+    assert wa < 3 * 2 * 1.96 / np.sqrt(600)
+    s = seeds.seed_mean_ci([0.003, 0.004, 0.0035], [1e-4, 1e-4, 1e-4])
+    assert s["ci"][0] < 0.0035 < s["ci"][1] and s["seed_sd"] == pytest.approx(0.0005)
+    assert seeds.group_name("length_B_seed2") == ("length_B", 2)
+    assert seeds.group_name("length_B_wide") == ("length_B_wide", 0)
+
+
+def test_smallest_detectable_difference():
+    md = plateau.min_detectable_difference(1.0, 1.0)
+    assert md == pytest.approx((1.959964 + 0.841621) * np.sqrt(2), rel=1e-5)
+    assert plateau.min_detectable_difference(1.0, 1.0, paired_corr=0.75) == pytest.approx(md / 2)
+
+
+def test_summary_fits_seed_bands_and_every_shape(monkeypatch):
+    """fits() gives each run every shape on the points >= 95 % measurable with a power table,
+    and runs that differ only in their seed a mean curve with its seed-level CI."""
+    monkeypatch.setattr(plateau, "POWER_REPS", 4)
+    monkeypatch.setattr(plateau, "PROFILE_POINTS", 15)
+    x, y, se = _design()
+    rows = []
+    for sd, shift in ((0, 0.0), (1, 0.0004), (2, -0.0004)):
+        for xi, yi, si in zip(x, y, se):
+            v = yi + shift
+            rows.append({"run": "length_B" + (f"_seed{sd}" if sd else ""), "arm": "length",
+                         "task": "B", "sampling": "ema ddim", "images": int(xi),
+                         "measurable_rate": 0.97, "novel_resid_std": v,
+                         "novel_resid_std_lo": v - 1.96 * si, "novel_resid_std_hi": v + 1.96 * si,
+                         "novel_within_5pct": None, "novel_conforming_pct": None})  # fmt: skip
+    fitd = evaluate.fits(rows)
+    p = fitd["length_B"]["plateau"]
+    assert set(p["fits"]["floor 0"]["shapes"]) == {"power", "exponential"}
+    assert len(p["power"]) == len(plateau.SHAPES) * len(plateau.POWER_C)
+    over = fitd["length_B"]["over_seeds"]
+    assert over["seeds"] == [0, 1, 2] and over["images"] == [int(v) for v in x]
+    for m, (lo, hi), v in zip(over["mean"], over["ci"], y):
+        assert m == pytest.approx(v) and lo < v - 0.0003 and hi > v + 0.0003  # the seed spread
+    assert "fits" in over["plateau"]
+    rows_low = [{**r, "measurable_rate": 0.9} for r in rows if r["run"] == "length_B"]
+    note = evaluate.fits(rows_low)["length_B"]["plateau"]
+    assert "fits" not in note and note["n_left_out"] == len(x)
