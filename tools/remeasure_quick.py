@@ -1,6 +1,6 @@
-"""Re-measure the committed quick samples with the current measurement (issue 11; no retraining).
+"""Re-measure the committed quick samples with the current measurement (no retraining).
 
-    .venv/bin/python results/quick/remeasure.py [--dir results/quick]
+    .venv/bin/python tools/remeasure_quick.py [--dir results/quick]
 
 For each task folder: measures ``samples.npz`` and the profile's training set with
 ``task.measure`` (collecting the rejection reasons), recomputes ``metrics.rule_report`` for both
@@ -24,6 +24,8 @@ import numpy as np
 from rulelib import atomic, metrics, provenance, report, tasks
 from rulelib.diffusion.sample import load_samples
 from rulelib.run import profiles
+
+ROOT = Path(__file__).resolve().parents[1]
 
 HEADLINE = (
     "measurable_rate",
@@ -120,10 +122,10 @@ def table(entries: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dir", default=str(Path(__file__).parent), help="the results folder")
+    ap.add_argument("--dir", default=str(ROOT / "results" / "quick"), help="the results folder")
     args = ap.parse_args(argv)
     root = Path(args.dir)
-    command = "python results/quick/remeasure.py " + " ".join(argv or sys.argv[1:])
+    command = "python tools/remeasure_quick.py " + " ".join(argv or sys.argv[1:])
     entries = {}
     for tdir in sorted(p for p in root.iterdir() if (p / "samples.npz").exists()):
         entries[tdir.name] = e = remeasure(tdir, command.strip())
