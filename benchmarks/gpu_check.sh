@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of the trainer issue, as one prepared script for a lent GPU (15 minutes in all).
+# The GPU check of the trainer, as one prepared script for a lent GPU (15 minutes in all).
 #
 # Prints, into $OUT (the device tool's result folder) or runs/gpu_check: the GPU, the trainer
 # against the diffusers-example reference at batch 16 and 128 with the paper's network, DDPM

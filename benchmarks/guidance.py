@@ -1,4 +1,4 @@
-"""Cost of classifier-guided sampling as a ratio to unguided sampling (issue 4, "Speed").
+"""Cost of classifier-guided sampling as a ratio to unguided sampling.
 
 Guidance adds one classifier forward and backward pass per sampling step.  This script times
 ``rulelib.diffusion.sample.sample`` unguided and ``rulelib.mitigation.guidance.guided_sample`` with

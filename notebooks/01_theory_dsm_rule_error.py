@@ -14,39 +14,26 @@
 # ---
 
 # %% [markdown]
-# # 01 · Which denoisers keep a constant error on a hidden fine rule, and why
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/rulelib/rulelib/blob/main/notebooks/01_theory_dsm_rule_error.ipynb)
 #
-# Han et al. (ICML 2025) find that diffusion models learn the **coarse** part of a hidden
-# inter-feature rule (a sign, an order) but not the **fine** part (the exact curve). In a model
-# small enough to solve (`docs/paper.md` section 6) this notebook shows that a constant fine-rule error
-# is a property of the **function class** a denoiser is trained in, not of denoising score
-# matching (DSM) as such: the unrestricted DSM optimum on n points memorises them and has R ≈ 0.
-# Each claim is **derived in sympy**, **checked by simulation** with an `assert` at a stated
-# tolerance, and the notebook ends on a conclusion computed from its own numbers:
+# **Set-up.** Run the next cell first. With rulelib installed (`make setup`) it does nothing; on
+# Colab it clones the repository and installs it (about a minute), from https://github.com/rulelib/rulelib.
 #
-# 1. set-up and notation; the four image tasks' rules as (x, y, f);
-# 2. a *patch-local* denoiser's DSM loss sees only the marginals (it trains identically on
-#    shuffled data), so its samples have independent patches;
-# 3. **the bound**: every generator with independent patches has
-#    R ≥ (σ_f − ε_b)₊² + (σ_f − ε_f)₊², with ε the W₂ errors of its marginals (sharp; → 2·Var f(a)
-#    as ε → 0), checked on trained, collapsed and exact rule-blind generators;
-# 4. the *affine* class keeps R = 7·c₂²·Δ⁴/360 on a quadratic rule, flat in n and in GD steps;
-# 5. **the class question**: exact score, memorising empirical score, affine, patch-local and a
-#    width-limited network on the whole input, in one table and one figure;
-# 6. the *weak signal* as a sample-size statement; 7. corrections of earlier overstatements;
-#    8. what this says about the image tasks; conclusion.
-#
-# The library is `rulelib.theory` (numerics, torch float64; `rulelib.theory.symbolic` for sympy);
-# `tests/test_theory*.py` check the same results.
+# If that address cannot be reached, the cell stops and says so. Then put the address of a copy
+# you can reach (your fork) in its `REPO_URL` field or in the environment variable `RULELIB_REPO_URL`,
+# or upload the repository as a folder named `rulelib-repo` next to this notebook (Colab: the
+# Files pane), and run the cell again.
 
 # %%
 # Set-up: uses the installed rulelib; on Colab (or any kernel without it) clones and installs it.
-# The address is rulelib.notebook.REPO_URL: a fork changes it there and runs `make notebooks`.
+# REPO_URL comes from pyproject.toml's [project.urls]; a fork sets it in the form field (Colab)
+# or in the environment variable RULELIB_REPO_URL.
 import os
 import subprocess
 import sys
 
-REPO_URL = "https://github.com/rulelib/rulelib.git"
+REPO_URL = "https://github.com/rulelib/rulelib"  # @param {type:"string"}
+REPO_URL = os.environ.get("RULELIB_REPO_URL", REPO_URL)
 try:
     import rulelib
 except ImportError:
@@ -54,24 +41,63 @@ except ImportError:
         clone = subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "rulelib-repo"])
         if clone.returncode != 0:
             raise SystemExit(
-                f"could not clone {REPO_URL} (not published there yet?): upload the repository "
-                "as a folder named rulelib-repo next to this notebook, or set REPO_URL to your "
-                "fork, and run this cell again"
+                f"could not clone {REPO_URL}: put an address you can reach (your fork) in "
+                "REPO_URL above or in the environment variable RULELIB_REPO_URL, or upload the "
+                "repository as a folder named rulelib-repo next to this notebook; then run this "
+                "cell again"
             ) from None
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "rulelib-repo"], check=True)
     sys.path.insert(0, os.path.abspath("rulelib-repo"))
     import rulelib
 
+# %% [markdown]
+# # 01 · Which denoisers keep a constant error on a hidden fine rule, and why
+#
+# Han et al. (ICML 2025) find that diffusion models learn the **coarse** part of a hidden
+# inter-feature rule (a sign, an order) but not the **fine** part (the exact curve). In a model
+# small enough to solve (`docs/paper.md` section 6) this notebook shows that a constant fine-rule error
+# is a property of the **function class** a denoiser is trained in, not of denoising score
+# matching (DSM) as such: the unrestricted DSM optimum on n points memorises them and has R ≈ 0.
+# Every closed form and every algebraic step of the bound is **derived in sympy**; the two steps
+# sympy cannot take (the optimality of the monotone coupling in 1-D, and that a patch-local
+# network's ODE maps independent noises to independent patches) are marked **in prose**.
+# Identities (statements true by construction) are labelled as such and are not counted as
+# evidence; each empirical claim is **checked by simulation** with an `assert` whose tolerance is
+# stated beside it and could fail; the notebook ends on a conclusion, computed from its own
+# numbers, listing what is proved, what is conditional and what is measured:
+#
+# 1. set-up and notation; the four image tasks' rules as (x, y, f);
+# 2. a *patch-local* denoiser's DSM loss sees only the marginals (it trains identically on
+#    shuffled data), so its samples have independent patches;
+# 3. **a conditional theorem**: every generator with independent features has
+#    R ≥ (σ_f − ε_b)₊² + (σ_f − ε_f)₊², with ε the W₂ errors of its marginals (sharp; → 2·Var f(a)
+#    as ε → 0); whether training makes ε small is *not* proved, and the trained networks show it
+#    does not here;
+# 4. the *affine* class keeps R = 7·c₂²·Δ⁴/360 on a quadratic rule, flat in n and in GD steps;
+# 5. **the class question**: exact score, memorising empirical score, affine, patch-local and a
+#    width-limited network on the whole input, in one table and one figure;
+# 6. the *weak signal* as a sample-size statement; 7. corrections of earlier overstatements;
+#    8. what carries from this model to the image tasks, and what does not; 9. **the ruler**: a
+#    measured rule error is the model's error seen through a ruler with its own, derived and
+#    checked on rendered images; conclusion.
+#
+# The library is `rulelib.theory` (numerics, torch float64; `rulelib.theory.symbolic` for sympy);
+# `tests/test_theory*.py` check the same results.
+
 # %%
+import json
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import sympy as sp
 import torch
 
+from rulelib import tasks
 from rulelib import theory as th
 from rulelib.notebook import stamp, test_size
+from rulelib.theory import ruler as ru
 from rulelib.theory import symbolic as ts
 
 T0 = time.time()
@@ -128,9 +154,11 @@ print("a neuron reading both patches has mixed monomials:", ts.mixed_ab_monomial
 
 # %% [markdown]
 # So the expected loss depends on the joint law of (a, b) only through the marginals (for any
-# activation: the loss is a sum over patches). **Check: the decoupling identity.** The same
-# network trained on the rule data and on its shuffled twin (each patch keeping its noise draws)
-# follows the same trajectory to rounding, by full-batch GD and by full-batch Adam.
+# activation: the loss is a sum over patches). **The decoupling identity** (an identity, not a
+# test of the claim: the empirical loss is a sum of per-patch terms, and shuffling the pairs only
+# permutes them, so the two runs must agree; the check below tests the *code* for a hidden
+# coupling). The same network trained on the rule data and on its shuffled twin (each patch
+# keeping its noise draws) follows the same trajectory to rounding, by full-batch GD and Adam.
 
 # %%
 d = 4
@@ -153,36 +181,73 @@ for opt, lr in (("gd", 0.5), ("adam", 0.03)):
 
 # %% [markdown]
 # Sampled by the ODE, patch p of a patch-local model is a function of the initial noise of patch p
-# alone, so **â and b̂ are independent by construction** (a premise, not a finding: a confidence
-# interval of corr(â, b̂) containing 0 tests nothing). What independence implies for R is §3.
+# alone, so **â and b̂ are independent by construction** (in prose: the network's output on patch
+# p reads patch p only, and the ODE integrates each patch separately). What independence implies
+# for R is §3; §3 also checks the independence on the samples, with a test that a coupled
+# generator fails.
 #
-# ## 3 · The bound: independent patches keep R above the marginals' spread
+# ## 3 · A conditional theorem: independent features keep R above their marginals' spread
 #
 # Earlier versions of this notebook said "R = 2·Var f(a) at best" for such models. That is
 # false: a trained patch-local network below reaches R < 2·Var f(a), and a *collapsed* one
 # (tiny initialisation, untrained) has R ≈ 0 — it outputs the mean of each patch, and the linear
-# rule holds at the means. What is true is a bound in terms of how well the marginals are learned.
-# **Derivation** (X = b̂, Y = f(â) independent; B = b; ε_b = W₂(law b̂, law b),
-# ε_f = W₂(law f(â), law f(a)), σ_f = sd f(a) = sd b):
+# rule holds at the means. What is true is conditional on how well the marginals are learned:
+#
+# > **Theorem.** Let a generator draw features (â, b̂) with â and b̂ **independent** and finite
+# > second moments. Let σ_f = sd f(a) = sd b under the data law, ε_b = W₂(law b̂, law b) and
+# > ε_f = W₂(law f(â), law f(a)). Then R = E(b̂ − f(â))² ≥ (σ_f − ε_b)₊² + (σ_f − ε_f)₊², and the
+# > bound is attained (by rescaled copies of the data's marginals).
+#
+# *Assumptions*: independence (true by construction for the patch-local class, above) and finite
+# second moments; nothing about training. The theorem does **not** say that a patch-local model
+# has R near 2·Var f(a): that needs ε_b, ε_f → 0, i.e. a class wide enough to represent the
+# marginal scores, enough data for the empirical marginals to converge (W₂ of an empirical law
+# shrinks like n^(−1/2) in 1-D for these bounded laws), and training long enough to reach the DSM
+# optimum. None of the three is proved here for the two-layer patch-local class; the trained
+# networks below measure how large ε stays.
+#
+# **Derivation**, step by step (X = b̂, Y = f(â); B = b; ρ = corr(X, B) under a coupling):
 
 # %%
 # NBVAL_CHECK_OUTPUT
 bd = ts.independent_rule_error_bound()
-print("(i)   R for independent X, Y           =", bd["R_independent"])
-print("(ii)  E(X-B)^2 - Gelbrich lower bound  =", bd["gelbrich_slack"], "  (>= 0 as |c| <= sX sB)")
-print("(iii) R >=", bd["bound"], "  (each term for eps <= sigma_f; 0 otherwise)")
-print("      sharp: R of the scaled generator minus the bound =", bd["attained"])
-print("      as eps -> 0 the bound is", bd["limit"], "= 2 Var f(a)")
+print("(i)   R for independent X, Y                    =", bd["R_independent"])
+print(
+    "(ii)  min over lambda of Var(X - lambda B)      =", bd["cauchy_schwarz"], " >= 0: c^2 <= vX vB"
+)
+print("(iii) E(X-B)^2 - (mX-mB)^2 - (sX-sB)^2          =", bd["gelbrich_slack"])
+print(
+    "      with rho = 1 - r (r >= 0 by (ii))         =",
+    bd["slack_rho"],
+    " >= 0:",
+    bd["slack_nonnegative"],
+)
+print(
+    "(iv)  sX^2 - t^2 for sX = t + w, t, w >= 0       =",
+    bd["positive_part"],
+    " >= 0:",
+    bd["positive_part_nonnegative"],
+)
+print("(v)   R >=", bd["bound"], "  (a term is 0 where eps > sigma_f)")
+print("sharp: X = m + k (B - m) comonotone with B has E(X-B)^2 =", bd["w2_scaled"])
+print("       two such, independent, equal means: R =", bd["R_scaled"])
+print(
+    "       R - bound =", bd["attained"], "; as eps -> 0 the bound is", bd["limit"], "= 2 Var f(a)"
+)
+assert bd["slack_nonnegative"] and bd["positive_part_nonnegative"] and bd["attained"] == 0
 
 # %% [markdown]
-# (i) is the decomposition of R under independence; (ii) shows W₂(X, B) ≥ |σ_X − σ_B| (Gelbrich's
-# bound in 1-D), so σ_{b̂} ≥ σ_f − ε_b and σ_{f(â)} ≥ σ_f − ε_f; (iii) follows, and the generator
-# X = m + (1 − ε/σ_f)(B − m) attains it. DSM training drives the marginals towards the data's
-# (ε → 0), so a patch-local model that learns its marginals **cannot** have R much below
-# 2·Var f(a) — now with a constant. **Check** on the linear rule (2·Var f(a) = γ²Δ²/6 = 1/6):
-# trained patch-local models over n and training steps, the collapsed one, and the exact score
-# of the product of the marginals; ε measured as the exact W₂ between the generated marginals
-# and the data law (quadrature).
+# (i) is R under independence; (ii) is Cauchy–Schwarz; (iii) drops the mean term and the
+# coupling term, both ≥ 0, so every coupling has E(X − B)² ≥ (σ_X − σ_B)² and W₂(X, B) ≥ |σ_X − σ_B|
+# (Gelbrich's bound in 1-D); (iv) turns σ_X ≥ σ_f − ε_b into σ_X² ≥ (σ_f − ε_b)₊²; (v) combines
+# them. Sharpness: the scaled X is at W₂ distance (1 − k)σ_f from B **because the comonotone
+# coupling is optimal in 1-D** (in prose: the monotone-rearrangement theorem, Villani 2003,
+# Thm 2.18), so k = 1 − ε/σ_f, and R of two such is the bound.
+#
+# **Checks** on the linear rule (2·Var f(a) = γ²Δ²/6 = 1/6): trained patch-local models over n
+# and training steps, the collapsed one, the exact score of the product of the marginals, and —
+# as the contrast a test must fail on — the exact score of the data (coupled); ε measured as the
+# exact W₂ between the generated marginals and the data law (quadrature).
 
 # %%
 n_gen = 1500 if TEST else 3000
@@ -195,7 +260,7 @@ fine_grid = th.time_grid(30 if TEST else 60, t_min=1e-4, t_max=6.0)
 def bound_row(name, x):
     a_hat, b_hat = model.read(x)
     rep = th.rule_error(a_hat, b_hat, model.rule, n_boot=300, seed=0)
-    return {"name": name, "rep": rep, **th.marginal_bound(a_hat, b_hat, model)}
+    return {"name": name, "rep": rep, "x": x, **th.marginal_bound(a_hat, b_hat, model)}
 
 
 def train_patch(n, steps, init_std=BASE["init_std"], seed=0, mdl=model, grid=times):
@@ -228,47 +293,149 @@ bound_rows.append(
         th.sample(blind_score, n_gen, (2, d), fine_grid, method="heun", seed=4),
     )
 )
+# the contrast: the exact score of the data couples the patches (R ~ 0, far below R_product)
+coupled_row = bound_row(
+    "exact score (coupled)",
+    th.sample(
+        th.ExactTwoPatchDenoiser(model, coupled=True, n_grid=1000),
+        n_gen,
+        (2, d),
+        fine_grid,
+        method="heun",
+        seed=5,
+    ),
+)
+# a generator built to attain the bound: independent rescaled copies of the data's marginals,
+# b_hat = m + k_b (b' - m), f(a_hat) = m + k_f (f(a) - m) (linear f: rescale a about its mean)
+K_B, K_F, n_att = 0.6, 0.8, 20_000
+g_att = torch.Generator().manual_seed(6)
+a_att, a_other = model.sample_a(n_att, g_att), model.sample_a(n_att, g_att)
+b_other = model.rule(a_other)
+attain_row = bound_row(
+    f"rescaled marginals (k_b {K_B}, k_f {K_F})",
+    torch.stack(
+        [
+            (a_att.mean() + K_F * (a_att - a_att.mean()))[:, None] * model.u,
+            (b_other.mean() + K_B * (b_other - b_other.mean()))[:, None] * model.v,
+        ],
+        1,
+    ),
+)
+
+
+def cov_z(r):
+    """R - R_product = -2 Cov(b_hat, f(a_hat)) exactly (ddof 0): its z-score, normal theory."""
+    a_hat, b_hat = model.read(r["x"])
+    bb, ff = b_hat.numpy(), model.rule(a_hat).numpy()
+    prod = (bb - bb.mean()) * (ff - ff.mean())
+    return float(prod.mean() / (prod.std() / np.sqrt(len(prod))))
+
+
 print(f"2 Var f(a) = {floor:.4f}, sigma_f = {np.sqrt(var_b):.4f}")
-print(f"{'generator':34s} {'R [95% CI]':26s} R_product  eps_b   eps_f   bound")
-for r in bound_rows:
+print(f"{'generator':38s} {'R [95% CI]':26s} R_product  z(cov)  eps_b   eps_f   bound")
+for r in [*bound_rows, coupled_row, attain_row]:
     print(
-        f"{r['name']:34s} {ci_str(r['rep']):26s} {r['R_product']:.4f}    {r['eps_b']:.3f}  "
-        f"{r['eps_f']:.3f}  {r['bound']:.4f}"
+        f"{r['name']:38s} {ci_str(r['rep']):26s} {r['R_product']:.4f}   {cov_z(r):+6.1f}  "
+        f"{r['eps_b']:.3f}  {r['eps_f']:.3f}  {r['bound']:.4f}"
     )
 
 # %%
-for r in bound_rows:
-    # the bound holds exactly for the product of the generated marginals (they are laws) ...
-    assert r["R_product"] >= r["bound"] - 1e-12, r["name"]
-    # ... and the paired R equals R_product up to its sampling error (independent patches):
-    # R - R_product = -2 Cov(b_hat, f(a_hat)), whose sd is about sd(b_hat) sd(f(a_hat)) / sqrt(n)
-    se = np.sqrt(r["rep"]["var_b_hat"]["value"] * r["rep"]["var_f_a_hat"]["value"] / n_gen)
-    assert abs(r["R"] - r["R_product"]) < 2 * 4 * se + 1e-12, r["name"]
 exact_blind_row, collapsed_row = bound_rows[-1], bound_rows[-2]
 trained_rows = bound_rows[:-2]
-# "R = 2 Var f(a) at best" is false: trained models get below it, the collapsed one to ~0
+sigma_f = np.sqrt(var_b)
+# (identity, not evidence) R_product >= bound holds for any two empirical laws (Gelbrich with
+# ddof 0): it checks the code of marginal_bound, not the theorem
+assert all(r["R_product"] >= r["bound"] - 1e-12 for r in bound_rows + [coupled_row])
+# (a) independence of the generated features: R - R_product = -2 Cov(b_hat, f(a_hat)) must be 0
+# within sampling error, |z| < 3.1 (a two-sided 95 % test Bonferroni-corrected over the 11 rows)
+# -- and it must fail for the coupled generator (R near 0, R_product near 2 Var f)
+Z_CRIT = 3.1
+assert all(abs(cov_z(r)) < Z_CRIT for r in bound_rows), [f"{cov_z(r):.1f}" for r in bound_rows]
+assert abs(cov_z(coupled_row)) > 10 * Z_CRIT and coupled_row["R"] < 0.05 * coupled_row["R_product"]
+# (b) the bound is attained by the generator built for it: R's 95 % CI contains the bound
+lo, hi = attain_row["rep"]["R"]["ci"]
+assert lo <= attain_row["bound"] <= hi, (lo, attain_row["bound"], hi)
+# (c) "R = 2 Var f(a) at best" is false: trained models get below it, the collapsed one to ~0
 assert min(r["rep"]["R"]["ci"][1] for r in trained_rows) < floor
 assert collapsed_row["R"] < 0.01 * floor and collapsed_row["bound"] < 0.01 * floor
-# the exact rule-blind score learns the marginals (small eps) and the bound is then near 2 Var f
+# (d) the exact rule-blind score (the class's DSM optimum) learns the marginals and reaches 2 Var f
 assert exact_blind_row["bound"] > 0.8 * floor
 lo, hi = exact_blind_row["rep"]["R"]["ci"]
 assert 0.97 * lo < floor < 1.03 * hi  # its R is 2 Var f(a) (CI widened 3 % for t_min = 1e-4)
-# trained models learn their marginals well enough that the bound alone keeps R above 2 Var f / 5
-assert min(r["bound"] for r in trained_rows) > 0.2 * floor
+# (e) the condition of the constant fails for the trained networks: their marginal errors stay
+# above 30 % of sigma_f and their bound is below half of 2 Var f(a)
+eps_rel = [max(r["eps_b"], r["eps_f"]) / sigma_f for r in trained_rows]
+assert min(eps_rel) > 0.3
+assert max(r["bound"] for r in trained_rows) < 0.5 * floor
+# (f) the slack R - bound, split into its parts (bookkeeping: they add up to the slack exactly):
+# the coupling term R - R_product, the bias (E b_hat - E f(a_hat))^2, and for each marginal the
+# part of its variance above the bound's (sigma - eps)_+^2 -- which is there because eps also
+# counts the mean shift and the shape error of that marginal, not only its lost spread
+# -- and each eps^2 split as Gelbrich's identity splits it: mean shift^2 + lost spread^2 + shape
+# (the rest, >= 0: what a rescaling of the data's law cannot produce)
+nodes_q, logw_q = model.latent_grid(20000)
+m_f = float((logw_q.exp() * model.rule(nodes_q)).sum())
+
+
+def eps_split(values, eps):
+    v = np.asarray(values, dtype=np.float64)
+    mean2, spread2 = (v.mean() - m_f) ** 2, (sigma_f - v.std()) ** 2
+    return mean2 / eps**2, spread2 / eps**2, 1 - (mean2 + spread2) / eps**2
+
+
 print(
-    "bound holds for all",
-    len(bound_rows),
-    "generators; smallest R_product - bound of a trained model =",
-    f"{min(r['R_product'] - r['bound'] for r in trained_rows):.4f}",
+    f"{'trained generator':34s} slack  = coupling + bias^2 + excess_b + excess_f  (slack / R)"
+    "   eps_b^2, eps_f^2 as mean / spread / shape"
+)
+slack_parts, spread_share = [], []
+for r in trained_rows:
+    rep_ = r["rep"]
+    ex_b = rep_["var_b_hat"]["value"] - max(sigma_f - r["eps_b"], 0) ** 2
+    ex_f = rep_["var_f_a_hat"]["value"] - max(sigma_f - r["eps_f"], 0) ** 2
+    parts = (r["R"] - r["R_product"], rep_["bias2"]["value"], ex_b, ex_f)
+    slack_parts.append(parts)
+    assert abs(sum(parts) - (r["R"] - r["bound"])) < 1e-9  # bookkeeping
+    a_hat, b_hat = model.read(r["x"])
+    sp_b = eps_split(b_hat, r["eps_b"])
+    sp_f = eps_split(model.rule(a_hat), r["eps_f"])
+    spread_share += [sp_b[1], sp_f[1]]
+    print(
+        f"{r['name']:34s} {r['R'] - r['bound']:.4f} = {parts[0]:+.4f} + {parts[1]:.4f} + "
+        f"{parts[2]:.4f} + {parts[3]:.4f}  ({(r['R'] - r['bound']) / r['R']:.0%})   "
+        + ", ".join("/".join(f"{x:.0%}" for x in sp_) for sp_ in (sp_b, sp_f))
+    )
+slack_share = [(r["R"] - r["bound"]) / r["R"] for r in trained_rows]
+excess_share = [(p[2] + p[3]) / sum(p) for p in slack_parts]
+assert min(slack_share) > 0.03  # the bound is not attained by the trained models ...
+assert min(excess_share) > 0.8  # ... and the marginals' excess variance is most of the slack
+assert min(spread_share) > 0.6  # their W2 errors are mostly lost spread (under-dispersion)
+print(
+    f"slack R - bound: {min(slack_share):.0%}-{max(slack_share):.0%} of R; the marginals' excess "
+    f"variance is {min(excess_share):.0%}-{max(excess_share):.0%} of it; lost spread is "
+    f"{min(spread_share):.0%}-{max(spread_share):.0%} of eps^2; max(eps)/sigma_f "
+    f"{min(eps_rel):.2f}-{max(eps_rel):.2f}; bound / 2 Var f "
+    f"{min(r['bound'] for r in trained_rows) / floor:.2f}-{max(r['bound'] for r in trained_rows) / floor:.2f}"
 )
 
 # %% [markdown]
-# The trained models sit above the bound at their measured ε, the collapsed one too (its ε is the
-# full spread σ_f, so its bound is 0 — the theorem does not forbid R ≈ 0 to a model that has not
-# learned its marginals). The trained networks learn under-dispersed marginals (ε ≈ 0.1 against
-# σ_f ≈ 0.29; the tied two-layer network is the gradient of a convex potential and fits the sharp
-# low-noise posterior means slowly), and the bound accounts for all of their distance below
-# 2·Var f(a); the exact rule-blind score has ε ≈ 0 and R = 2·Var f(a).
+# What the checks show. (a) The generated features are independent to within sampling error
+# (|z| of their covariance below the Bonferroni threshold for every patch-local row), while the
+# coupled exact score fails the same test by a wide margin — so the test can tell. (b) The
+# generator built to attain the bound does, within its CI. (c) The trained models sit below
+# 2·Var f(a), the collapsed one at R ≈ 0: its ε is the full spread σ_f and its bound 0 — the
+# theorem does not forbid R ≈ 0 to a model that has not learned its marginals. (d) The exact
+# rule-blind score (the class's DSM optimum) has ε ≈ 0 and R = 2·Var f(a). (e) **The step to a
+# constant is conditional and fails here**: the trained networks keep marginal errors of 40–50 %
+# of σ_f (the larger of ε_b, ε_f; printed above; under-dispersed marginals: the tied two-layer
+# network is the gradient of a convex potential and fits the sharp low-noise posterior means
+# slowly), not falling from 100 to 300 steps, so their bound is only a third to a half of
+# 2·Var f(a). (f) The bound does not account for all of
+# their distance below 2·Var f(a): the slack R − bound printed above is part of R, and almost all
+# of it is the marginals' excess variance over (σ_f − ε)₊². Its cause is in the split of each ε²
+# (Gelbrich's identity: mean shift² + lost spread² + shape): the bound credits the whole of ε as
+# lost spread, while the trained marginals' ε² is only about 70–90 % lost spread, the rest shape
+# (and a little mean shift) — error that does not shrink the variance. The bias term is small and
+# the coupling term is sampling noise.
 #
 # ## 4 · The affine class keeps a curved fine rule's error, 7·c₂²Δ⁴/360
 #
@@ -293,10 +460,17 @@ print("smallest eigenvalue of Cov(a, b) =", ev["leading"] + ev["next"], "+ O(r^3
 # eigenvalue r/(1 + β²) = c₂²Δ⁴/(180(1 + β²)) (β = c₁ + 2c₂·mean a, the slope of the trend), so
 # the final Tweedie step leaves it only once σ²/s² ≈ 2·t_min is well below it.
 # **Checks** (f = a², a ~ U[1, 2]; 7/360 = 0.01944 and the nearest simple alternative 1/48 =
-# 0.02083 differ by 7 %, so every tolerance below is under 3.5 %): (a) exact Gaussian moments of
-# the population fit and 10⁶ direct draws; (b) the ODE sampler at t_min = 10⁻⁶; (c) R of the DSM
-# optimum fitted to n points, against n; (d) R of the affine denoiser after k full-batch GD steps
-# on the empirical DSM loss (`affine_gd_denoiser`, GD iterates in closed form), against k.
+# 0.02083 differ by 7 %, so a check that claims to tell them apart needs a tolerance under 3.5 %):
+# (a) exact Gaussian moments of the population fit (1 %) and 10⁶ direct draws (95 % CI widened
+# 1.5 %), which exclude 1/48; (b) the ODE sampler at t_min = 10⁻⁶ (the same); (c) R of the DSM
+# optimum fitted to n points, against n: each within its 95 % CI of the closed form plus 3 %, and
+# 1/48 excluded only from n = 1024 up — at n = 64 and 256 the CI's half-width is 13 % and 7 % of
+# 7/360 and holds both (at n = 64 the mean is even nearer 1/48), so no claim about 7/360 against
+# 1/48 is made there; (d)
+# R of the affine denoiser after k full-batch GD steps on the empirical DSM loss
+# (`affine_gd_denoiser`, GD iterates in closed form): 10× the closed form after 10 steps, the last
+# two step counts within 1 %, the last CI (widened 3 % for the finite n = 4096) holding 7/360,
+# and no step count's CI entirely below 7/360.
 
 # %%
 c2 = 1.0
@@ -306,6 +480,7 @@ pop = mq.sample(400_000, seed=7).x0
 gauss = th.GaussianDenoiser.fit(pop)
 mu2, cov2 = gauss.mu[[0, 3]], gauss.Sigma[[0, 3]][:, [0, 3]]  # (a, b) = coordinates 0 and 3
 R_moments = th.gaussian_law_rule_error(mu2, cov2, mq.rule)
+torch.manual_seed(13)  # the draws below use torch's global generator: seed it here
 draws = torch.distributions.MultivariateNormal(mu2, cov2).sample((1_000_000,))
 grid_q = th.time_grid(100, t_min=1e-6, t_max=8.0)
 x_ode = mq.read(th.sample(gauss, 50_000, (2, 2), grid_q, method="heun", seed=8))
@@ -359,15 +534,18 @@ for n, (m_, h_) in zip(ns_aff, R_aff_n):
     print(f"affine DSM optimum on n = {n:6d}: R = {m_:.5f} +- {h_:.5f} (8 training sets)")
 for k, r in zip(steps_aff, R_aff_k):
     print(f"affine, {k:8d} GD steps (n = 4096): R = {ci_str(r, nd=5)}")
-# flat in n: every n within its interval (+3 %) of the closed form, none near 0
-for m_, h_ in R_aff_n:
+# flat in n: every n within its interval (+3 %) of the closed form, none near 0; 1/48 excluded
+# by the interval from n = 1024 up (below, the interval is too wide to tell the two)
+for n, (m_, h_) in zip(ns_aff, R_aff_n):
     assert abs(m_ - closed_q) < h_ + 0.03 * closed_q
+    if n >= 1024:
+        assert abs(m_ - 1 / 48) > h_, n
 # in GD steps: falls to the closed form and stays (the last two step counts agree to 1 %)
 assert R_aff_k[0]["R"]["value"] > 10 * closed_q
 assert abs(R_aff_k[-1]["R"]["value"] / R_aff_k[-2]["R"]["value"] - 1) < 0.01
 lo, hi = R_aff_k[-1]["R"]["ci"]
 assert 0.97 * lo <= closed_q <= 1.03 * hi
-assert min(r["R"]["ci"][1] for r in R_aff_k) > 0.9 * closed_q  # never below it on the way
+assert min(r["R"]["ci"][1] for r in R_aff_k) > closed_q  # no CI entirely below it on the way
 
 # %% [markdown]
 # ## 5 · The class question: whose fine-rule error is constant?
@@ -548,8 +726,8 @@ assert R_exact_c < 1e-3 * closed_q  # the exact score learns the fine rule
 assert all(r["R"]["ci"][1] < 1e-3 * closed_q for _, r in cls["empirical score"])  # memorises
 assert cls["empirical score"][0][1]["nn_ratio"] < 0.5  # ... crowding onto its 16 points
 assert all(r["nn_ratio"] > 1 for r in mlp.values())  # the MLP's samples do not
-for r, b in pl_q.values():  # patch-local: above its bound, far above the affine error
-    assert b["R_product"] >= b["bound"] - 1e-12 and r["R"]["ci"][0] > 5 * closed_q
+for r, b in pl_q.values():  # patch-local: far above the affine error (R_product >= bound is
+    assert b["R_product"] >= b["bound"] - 1e-12 and r["R"]["ci"][0] > 5 * closed_q  # an identity)
 mlp_first, mlp_last = mlp[("steps", steps_mlp[0])]["R"], mlp[("steps", steps_mlp[-1])]["R"]
 assert mlp_last["ci"][1] < mlp_first["ci"][0]  # the whole-input MLP's R falls with training
 assert mlp_last["ci"][1] < 0.5 * closed_q  # ... below the affine class's constant
@@ -561,7 +739,8 @@ assert max(R_by_n) < 3 * min(R_by_n)  # flat in n at a fixed number of steps
 # **The title claim as a claim about classes.** A constant fine-rule error is not a property of
 # DSM: the unrestricted empirical DSM optimum memorises its n points (R ≈ 0 at every n) and the
 # exact score has R ≈ 0. It is a property of the class: the **patch-local** class cannot couple
-# the patches, so its R is bounded below by the spread of its marginals (§3); the **affine** class
+# the patches, so its R is bounded below by the spread of the marginals it learned (§3: a bound
+# conditional on their W₂ errors, not a constant); the **affine** class
 # learns the trend but not the curvature and keeps 7c₂²Δ⁴/360 at every n and every number of GD
 # steps; a **width-limited network on the whole input** has neither restriction and its R keeps
 # falling with training, far below the affine constant, at every n from 64 up — and its samples
@@ -571,7 +750,7 @@ assert max(R_by_n) < 3 * min(R_by_n)  # flat in n at a fixed number of steps
 # U-Net mixes the two mechanisms — local convolutions (patch-local-like at the scale of the
 # objects) with a few global layers — so in this model its fine-rule error would be set by how
 # much of the objects' relation the global part represents, not by DSM; which class it resembles
-# on the task images is for the model-class table of issue 12 (notebook 05) to say.
+# on the task images is for the model-class table (notebook 05) to say.
 #
 # ## 6 · The weak signal, as a sample size
 #
@@ -696,13 +875,27 @@ for dd in (4, 8):
     assert nonzero == 2 * dd - 2
 
 # %% [markdown]
-# ## 8 · What this says about the image tasks
+# ## 8 · What carries from this model to the image tasks, and what does not
 #
-# Tasks C and D are linear rules (r2 = √2·r1, l2 = 1.5·l1): even the affine class learns them
-# exactly. A and B are products and quotients of features, curved in what the network sees. A
-# generator that learned the two objects' sizes but not their relation (independent patches,
+# The two-patch model puts the features **linearly** into its input (x = a·u ⊕ b·v). The images
+# do not: a radius or a height enters the pixels through the objects' edges, a non-linear map. So
+# the model's conclusions split in two.
+#
+# * **Do not carry**: statements about a class that rely on the features entering linearly. Here
+#   the affine class learns any *linear* rule exactly (§4), and tasks C and D are linear rules
+#   (r2 = √2·r1, l2 = 1.5·l1) in feature space — but in pixels the affine class is the Gaussian
+#   fitted to the images, whose samples are blurred superpositions, not two objects. The project's
+#   own closed-form Gaussian machine on the task images (`results/analytic/`, read below) draws
+#   **no** measurable C image and few measurable B images, without B's fine rule.
+# * **Carry**: statements that depend only on which variables a class can couple. A class that
+#   cannot relate the two objects cannot keep the fine rule however well it draws each object
+#   (§3's theorem needs only independence); the memorising empirical optimum reproduces its
+#   training images and their rule (§5). The local machines on the images (a patch-local class)
+#   draw measurable images without the fine rule, and the empirical machine copies.
+#
+# A generator that learned the two objects' sizes but not their relation (independent features,
 # exact marginals) would still pass the coarse check often — computed for C and D with the
-# feature ranges of `docs/paper.md` section 2:
+# feature ranges of `docs/paper.md` section 2 (this uses only the features, so it carries):
 
 # %%
 rat = ts.ratio_mean_error()
@@ -726,24 +919,284 @@ for name, k, lo, hi in [
     assert abs(mc_ratio / closed_ratio - 1) < 0.01  # sympy's ratio error against 2e5 draws
 
 # %% [markdown]
+# The closed-form machines on the images (committed in `results/analytic/`; each computed from the
+# task's 2000 training images and sampled 256 times; metrics of the measurable images, 95 %
+# bootstrap CIs):
+
+# %%
+ANALYTIC = Path(rulelib.__file__).resolve().parent.parent / "results" / "analytic"
+machines = {}
+for task_, cls_ in [
+    ("B", "empirical"),
+    ("B", "gaussian"),
+    ("B", "local"),
+    ("B", "local-calibrated"),
+    ("C", "empirical"),
+    ("C", "gaussian"),
+    ("C", "local"),
+    ("C", "local-calibrated"),
+]:
+    path = ANALYTIC / task_ / cls_ / "metrics.json"
+    if path.exists():
+        machines[(task_, cls_)] = json.loads(path.read_text())
+print(f"{'task':4s} {'machine':17s} {'measurable [95% CI]':22s} {'slope [95% CI]':26s} copies")
+for (task_, cls_), mj in machines.items():
+    g = mj["generated"]
+    mr = g["measurable_rate"]
+    sl = g.get("slope") or {}
+    has_slope = sl.get("value") is not None
+    sl_s = f"{sl['value']:.2f} [{sl['ci'][0]:.2f}, {sl['ci'][1]:.2f}]" if has_slope else "—"
+    print(
+        f"{task_:4s} {cls_:17s} {mr['value']:.1%} [{mr['ci'][0]:.1%}, {mr['ci'][1]:.1%}]"
+        f"{'':4s}{sl_s:26s} {mj['memorisation']['copy_rate']['value']:.0%}"
+    )
+k_of = {"B": 1.0, "C": float(np.sqrt(2))}
+if ("C", "gaussian") in machines and ("B", "gaussian") in machines:
+    gC, gB = machines[("C", "gaussian")]["generated"], machines[("B", "gaussian")]["generated"]
+    # the affine class on the images: no C image measurable, few B images, B's slope far below 1
+    assert gC["measurable_rate"]["ci"][1] < 0.02
+    assert gB["measurable_rate"]["ci"][1] < 0.25 and gB["slope"]["ci"][1] < 0.75
+    for task_ in ("B", "C"):  # the memorising optimum copies its training images
+        assert machines[(task_, "empirical")]["memorisation"]["copy_rate"]["value"] > 0.95
+        for cls_ in ("local", "local-calibrated"):  # the local class: no fine rule, no copies
+            g = machines[(task_, cls_)]["generated"]
+            assert g["slope"]["ci"][0] < 0.5 * k_of[task_] and g["within_5pct"]["value"] < 20
+else:
+    print("results/analytic is not in this checkout: the image evidence is not shown")
+
+# %% [markdown]
+# So on the images the affine class's one success in this model — any linear rule learned
+# exactly — is gone: C is a linear rule in its features and the Gaussian machine draws no
+# measurable C image; on B it draws a tenth measurable, with a slope far from 1. What carries is
+# the class argument: the local machines (which cannot relate the two objects beyond a patch)
+# draw measurable images without the fine rule (slopes near 0 against 1 and √2), the empirical
+# optimum copies its training images, and a rule-blind generator would still pass the coarse
+# check most of the time.
+
+# %% [markdown]
+# ## 9 · The ruler in the theory: observed² = model² + floor²
+#
+# On the images the rule error is not read off exactly: a *ruler* (`rulelib.tasks.rulers`: the
+# project's sub-pixel fits, "exact", or the paper's OpenCV contours, "paper") measures each
+# image's features with an error of its own. An image's measured residual O = ŷ − k·x̂ is the
+# model's residual M = y − k·x plus the ruler's D. **Derivation** (sympy): the variance of the sum,
+# the cross term, the inverse, the trimming of the reported statistic, and what a plateau fitted
+# to observed errors then means.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+dec, trim_f, plat = ru.decomposition(), ru.trim_factors(), ru.plateau_meaning()
+print("Var(M + D)                     =", dec["var_sum"])
+print("cross term                     =", dec["cross"], " (0 for a ruler independent of the model)")
+print("independent ruler: observed^2  =", dec["independent"])
+print("model = ", dec["model"], "; d model / d observed =", dec["sensitivity"])
+print(
+    "2.5-97.5 % trim, normal: c^2 =",
+    trim_f["normal_c2"],
+    f"= {trim_f['normal_c']:.4f}^2 at q = {trim_f['q']:.3f}",
+)
+print(f"                 uniform: c = {trim_f['uniform_c']:.4f}")
+print("plateau: observed(n) =", plat["series_n"], "+ O(u^2),  u = n^-beta")
+print("  plateau c =", plat["plateau"], "; model constant =", plat["model_constant"])
+print("  plateau - floor for m_inf << f:", plat["lift_small"], "+ O(m_inf^4)")
+sM, sD = dec["symbols"]["sigma_M"], dec["symbols"]["sigma_D"]
+assert sp.simplify(dec["cross"] - 2 * dec["symbols"]["rho"] * sM * sD) == 0
+assert sp.simplify(dec["independent"] - sM**2 - sD**2) == 0
+assert abs(trim_f["normal_c"] - 0.8711) < 1e-4 and trim_f["uniform_c"] == 0.95
+
+# %% [markdown]
+# So (i) **observed² = model² + floor²** exactly when the ruler's error is uncorrelated with the
+# model's (ρ = 0); a correlated ruler adds 2ρ·model·floor. The same holds for the residuals of a
+# fitted line (they are a linear projection of the residuals; the fit on x̂ instead of x moves the
+# projection by the ruler's x error, a second-order effect — in prose). (ii) **Trimming**: the
+# reported residual std keeps the residuals inside their 2.5–97.5 percentiles (`residuals` trim for
+# the exact ruler; the paper's trim of x and y for the paper's ruler). For a normal error that
+# multiplies the std by c = 0.871, for a uniform one by 0.95; a sum of normal parts is normal, so
+# trimmed stds still add in squares, but for parts of different laws the decomposition of trimmed
+# stds is approximate (off by at most the factors' spread for a uniform floor; by more for a
+# heavy-tailed one). The paper's trim of x and y is another matter: it drops the ends of the
+# range, not the large residuals, so while the errors are small against the range it leaves the
+# residual std nearly unchanged (factor near 1, as the floors below show). (iii) **A plateau** c fitted to observed errors is √(m∞² + floor²): the
+# model's constant is √(c² − floor²), with sensitivity c/m∞ that grows without bound near the floor,
+# and a model constant below the floor lifts the plateau only by m∞²/(2·floor): one of 0.46·floor
+# lifts it by 10 %.
+#
+# **Check on rendered images** (`rulelib.theory.ruler.simulate`): each task draws its scenes with
+# the dependent feature moved so that y = k·x + e, e ~ N(0, σ²) (through `scene(...,
+# dependent_scale=)`; y is linear in the dependent feature for all four tasks), σ from 0 to 0.03 in
+# the units of the task's y (W for C and D, W² for A and B); the images are rendered and measured
+# with each ruler. The prediction √(model² + floor²) uses the model's residual std on the scenes'
+# true features (σ itself untrimmed, to sampling error, where no clipping truncates e; 0.871·σ
+# under the residual trim) and the floor measured on the same scenes drawn without error, with
+# the same ruler and trim; the observed std, model and floor are bootstrapped jointly (the ratio
+# observed / predicted has a 95 % CI). Scenes the task clips to its bounds are left out (their
+# model error is the clip, not e; A and B clip 16 % and 32 % of their scenes for any factor ≠ 1,
+# since the bounds bind at the rule itself). The nearest alternative — errors adding linearly,
+# observed = model + floor — predicts a ratio observed/(model + floor) of 1; where model and floor
+# are comparable it and the root sum of squares differ by up to 29 %.
+
+# %%
+RULER_SIGMAS = (
+    [0, 1e-4, 1e-3, 0.01, 0.03] if TEST else [0, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03]
+)
+N_RULER = 500 if TEST else 2000
+ruler_rows = []
+for name in ("A", "B", "C", "D"):
+    task = tasks.get(name)
+    for ruler_name in ru.available_rulers(task):
+        ruler_rows += ru.simulate(
+            task, RULER_SIGMAS, n=N_RULER, seed=0, ruler=ruler_name, n_boot=200 if TEST else 400
+        )
+print(f"{'task':4s} {'ruler':5s} {'trim':9s} {'sigma':>7s} {'n':>5s} {'model':>9s} {'floor':>9s} "
+      f"{'observed':>9s}  obs/pred [95% CI]      obs/(model+floor)   corr(M, D)")  # fmt: skip
+for r in ruler_rows:
+    if r["sigma"] == 0 or r["trim"] == "none":  # the untrimmed rows are checked below, not shown
+        continue
+    rt, rs, cc = r["ratio"], r["ratio_sum"], r["corr_cross"]
+    print(
+        f"{r['task']:4s} {r['ruler']:5s} {r['trim']:9s} {r['sigma']:7.0e} {r['n_used']:5d} "
+        f"{r['model']['value']:9.2e} {r['floor']['value']:9.2e} {r['observed']['value']:9.2e}  "
+        f"{rt['value']:.3f} [{rt['ci'][0]:.3f}, {rt['ci'][1]:.3f}]  {rs['value']:.3f} "
+        f"[{rs['ci'][0]:.3f}, {rs['ci'][1]:.3f}]  {cc['value']:+.2f} [{cc['ci'][0]:+.2f}, {cc['ci'][1]:+.2f}]"
+    )
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+for ax, ruler_name in zip(axes, ("exact", "paper")):
+    for j, name in enumerate("ABCD"):
+        rows_ = [
+            r
+            for r in ruler_rows
+            if r["task"] == name and r["ruler"] == ruler_name and r["trim"] != "none"
+            and r["sigma"] > 0
+        ]  # fmt: skip
+        if not rows_:
+            continue
+        sg = np.array([r["sigma"] for r in rows_])
+        ob = np.array([r["observed"]["value"] for r in rows_])
+        ci = np.array([r["observed"]["ci"] for r in rows_]).T
+        ax.errorbar(sg, ob, yerr=[ob - ci[0], ci[1] - ob], fmt="o", color=f"C{j}", capsize=2,
+                    label=f"{name} measured")  # fmt: skip
+        ax.plot(sg, [r["predicted"]["value"] for r in rows_], "-", color=f"C{j}", lw=1,
+                label=f"{name} √(model² + floor²)")  # fmt: skip
+        ax.axhline(rows_[0]["floor"]["value"], color=f"C{j}", ls=":", lw=0.8)
+    ax.plot(
+        RULER_SIGMAS[1:],
+        RULER_SIGMAS[1:],
+        "k--",
+        lw=0.8,
+        label="σ (untrimmed; the residual trim keeps 0.87 σ)",
+    )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("model error σ put into y (units of y)")
+    ax.set_title(f"{ruler_name} ruler (its own trim; dotted: its floor at σ = 0)", fontsize=10)
+axes[0].set_ylabel("measured residual std (95 % CI)")
+axes[1].legend(fontsize=7, ncol=2)
+plt.tight_layout()
+plt.show()
+
+# %%
+cells = [r for r in ruler_rows if r["sigma"] > 0]
+# agreement: the ratio's 95 % CI meets [0.99, 1.01] (a 1 % margin: far above sigma, where the
+# ratio's CI is 1e-4 wide, second-order effects of the fit exclude exactly 1)
+in_ci = [r for r in cells if r["ratio"]["ci"][0] <= 1.01 and r["ratio"]["ci"][1] >= 0.99]
+# every cell: the measured std is consistent with the prediction to within 6 % (its CI meets
+# [0.94, 1.06]); the linear sum is excluded wherever the two predictions differ by over 15 %
+for r in cells:
+    assert r["ratio"]["ci"][0] <= 1.06 and r["ratio"]["ci"][1] >= 0.94, r
+apart = [
+    r for r in cells if r["model"]["value"] + r["floor"]["value"] > 1.15 * r["predicted"]["value"]
+]
+for r in apart:
+    assert r["ratio_sum"]["ci"][1] < 0.95, r
+rulers_tasks = {(r["task"], r["ruler"]) for r in cells}
+assert {(r["task"], r["ruler"]) for r in apart} == rulers_tasks  # each pair has such a cell
+# the premise measured: |corr(M, D)| small (< 0.2) in every cell
+assert all(abs(r["corr_cross"]["value"]) < 0.2 for r in cells)
+off = [r for r in cells if r not in in_ci]
+print(
+    f"{len(in_ci)} of {len(cells)} cells (both trims) agree with the prediction to 1 % (the ratio's "
+    f"95 % CI meets [0.99, 1.01]); all are within 6 %; the linear sum is excluded in all "
+    f"{len(apart)} cells where the two predictions differ by > 15 %. Not agreeing to 1 %:"
+)
+for r in off:
+    print(
+        f"  off: {r['task']} {r['ruler']} {r['trim']} sigma {r['sigma']:.0e}: ratio "
+        f"{r['ratio']['value']:.3f} [{r['ratio']['ci'][0]:.3f}, {r['ratio']['ci'][1]:.3f}], "
+        f"corr(M, D) {r['corr_cross']['value']:+.2f} [{r['corr_cross']['ci'][0]:+.2f}, "
+        f"{r['corr_cross']['ci'][1]:+.2f}], measurable {r['n_used']} of {r['n']}"
+    )
+floors = {
+    (r["task"], r["ruler"]): r["floor"]["value"]
+    for r in ruler_rows
+    if r["sigma"] == 0 and r["trim"] != "none"
+}
+print("floors (residual std at sigma = 0, each ruler's own trim; units of y):")
+print("  " + "; ".join(f"{t} {rl} {v:.1e}" for (t, rl), v in sorted(floors.items())))
+clip_rates = {
+    t: min(r["clipped_rate"] for r in cells if r["task"] == t)
+    for t in sorted({r["task"] for r in cells})
+}
+print("share of scenes clipped (left out) at the smallest sigma:", clip_rates)
+
+# %% [markdown]
+# The measured residual std follows √(model² + floor²) for both rulers and all four tasks, from
+# σ far below the floor to far above it: the floor is the ruler's std at σ = 0, and the linear sum
+# is rejected wherever it differs from the root sum of squares. The cells listed as "off" (if any)
+# miss the prediction by a few per cent; beside each is the measured correlation of the model's
+# and the ruler's parts and the number of images the ruler could measure — the two things the
+# derivation names: a cross term (the paper's ruler reads pixel-quantised contours, whose error
+# depends on where an edge falls and so on the size the model drew), and a measurable subset that
+# changes with σ (the paper's ruler drops images by contour rules). **What notebook 05 can take
+# from this**: a constant error c fitted to measured residual stds is √(m∞² + floor²) for the
+# ruler used; with the exact ruler's floors (10⁻⁵–10⁻⁴) any plateau above 10⁻³ is the model's to
+# within 1 %; with the paper ruler's floors (≈ 0.006–0.02) a model constant below about half the
+# floor is nearly invisible, and m∞ = √(c² − floor²) has a wide interval near the floor.
+
+# %% [markdown]
 # ## Conclusion (computed from the results above)
 
 # %%
-best_pl = min(bound_rows[:-2], key=lambda r: r["eps_b"])
+proved = {
+    "patch-local DSM loss sees only the marginals (no monomial mixes a and b)": not ts.mixed_ab_monomials(pl["loss"]),
+    "theorem steps (i)-(v) and the bound's sharpness": bd["slack_nonnegative"] and bd["positive_part_nonnegative"] and bd["attained"] == 0,
+    "affine DSM optimum and its R = 7 c2^2 Delta^4 / 360": aff["A_difference"] == sp.zeros(2, 2) and sp.simplify(q_quad["R"] - sp.Rational(7, 360) * sp.Symbol("c2", real=True) ** 2 * sp.Symbol("Delta", positive=True) ** 4) == 0,
+    "rule-blind loss gap is at most 1": fg["limit_t0"] == 1,
+    "observed^2 = model^2 + floor^2 for an independent ruler": sp.simplify(dec["independent"] - sM**2 - sD**2) == 0,
+}  # fmt: skip
+assert all(proved.values()), proved
+print("PROVED (derived in sympy; two steps in prose: the 1-D optimal coupling, and independent")
+print("patches under the ODE of a patch-local network):")
+for claim in proved:
+    print(f"  - {claim}")
+print("CONDITIONAL (the theorem's premise holds; its constant does not follow):")
 print(
-    f"1. Independent patches: R >= (sigma_f - eps_b)^2 + (sigma_f - eps_f)^2 held for all "
-    f"{len(bound_rows)} generators; the best-trained patch-local model (eps_b = {best_pl['eps_b']:.3f}) "
-    f"has R = {best_pl['R']:.3f} >= bound {best_pl['bound']:.3f}, the collapsed one R = "
-    f"{collapsed_row['R']:.4f} (bound {collapsed_row['bound']:.4f}); 2 Var f(a) = {floor:.3f}."
+    f"  - R >= 2 Var f(a) = {floor:.3f} for the patch-local class needs eps -> 0 (width, data, "
+    f"training): not proved. The exact rule-blind score reaches it (bound "
+    f"{exact_blind_row['bound']:.3f}, R = {exact_blind_row['R']:.3f}); the trained networks keep "
+    f"max(eps)/sigma_f = {min(eps_rel):.2f}-{max(eps_rel):.2f}, bound only "
+    f"{min(r['bound'] for r in trained_rows) / floor:.0%}-{max(r['bound'] for r in trained_rows) / floor:.0%}"
+    f" of 2 Var f; a collapsed one has bound {collapsed_row['bound']:.4f} and R = {collapsed_row['R']:.4f}."
+)
+print("MEASURED (simulation, asserted at the tolerances stated beside each check):")
+print(
+    f"  - independence of patch-local features: |z(cov)| <= {max(abs(cov_z(r)) for r in bound_rows):.1f}"
+    f" (threshold {Z_CRIT}); the coupled exact score fails it (z = {cov_z(coupled_row):.0f}). The "
+    f"rescaled generator attains the bound ({attain_row['bound']:.4f} in R's CI "
+    f"[{attain_row['rep']['R']['ci'][0]:.4f}, {attain_row['rep']['R']['ci'][1]:.4f}]). Trained models: "
+    f"slack R - bound {min(slack_share):.0%}-{max(slack_share):.0%} of R, "
+    f"{min(excess_share):.0%}-{max(excess_share):.0%} of it the marginals' excess variance "
+    f"(their eps^2 is only {min(spread_share):.0%}-{max(spread_share):.0%} lost spread)."
 )
 print(
-    f"2. Affine class, quadratic rule: R = {R_aff_n[-1][0]:.4f} at n = {ns_aff[-1]} and "
+    f"  - affine class, quadratic rule: R = {R_aff_n[-1][0]:.4f} at n = {ns_aff[-1]} and "
     f"{R_aff_k[-1]['R']['value']:.4f} after {steps_aff[-1]:.0e} GD steps, against "
-    f"7 c2^2 Delta^4/360 = {closed_q:.4f}; the 1e6-draw interval [{r_draw['R']['ci'][0]:.5f}, "
-    f"{r_draw['R']['ci'][1]:.5f}] excludes 1/48 = {1 / 48:.5f}."
+    f"7 c2^2 Delta^4/360 = {closed_q:.4f}; 1e6 draws [{r_draw['R']['ci'][0]:.5f}, "
+    f"{r_draw['R']['ci'][1]:.5f}] exclude 1/48 = {1 / 48:.5f}, as do the fits from n = 1024 up."
 )
 print(
-    f"3. Classes on the same rule: exact score R = {cls['exact score'][0][1]['R']['value']:.1e}, "
+    f"  - classes on the same rule: exact score R = {cls['exact score'][0][1]['R']['value']:.1e}, "
     f"empirical score R <= {max(r['R']['value'] for _, r in cls['empirical score']):.1e}, affine "
     f"{closed_q:.4f}, patch-local >= {min(r['R']['value'] for r, _ in pl_q.values()):.3f}, whole-input "
     f"MLP {mlp_first['value']:.4f} -> {mlp_last['value']:.4f} from {steps_mlp[0]} to {steps_mlp[-1]} steps "
@@ -751,12 +1204,25 @@ print(
     f"score's {cls['empirical score'][0][1]['nn_ratio']:.2f} at n = {cls['empirical score'][0][0]})."
 )
 print(
-    f"4. The fine rule is worth {ws[0]['gap_fine']:.3f} units of DSM loss per image at every d; the "
-    f"training-set size to resolve it in the loss grows from {ws[0]['n_loss']:.0f} (d = {ws[0]['d']}) to "
-    f"{ws[-1]['n_loss']:.0f} (d = {ws[-1]['d']})."
+    f"  - the fine rule is worth {ws[0]['gap_fine']:.3f} units of DSM loss per image at every d; the "
+    f"training-set size to resolve it grows from {ws[0]['n_loss']:.0f} (d = {ws[0]['d']}) to "
+    f"{ws[-1]['n_loss']:.0f} (d = {ws[-1]['d']}); converged linear (LDA) guidance couples the "
+    f"patches: corr {lda[1]['corr']:+.2f}, R {lda[0]['R']:.3f} -> {lda[1]['R']:.3f}."
 )
+if ("C", "gaussian") in machines and ("B", "gaussian") in machines:
+    print(
+        f"  - on the images the affine class does not carry: the Gaussian machine draws "
+        f"{gC['measurable_rate']['value']:.0%} measurable C images and "
+        f"{gB['measurable_rate']['value']:.0%} on B (slope {gB['slope']['value']:.2f} "
+        f"[{gB['slope']['ci'][0]:.2f}, {gB['slope']['ci'][1]:.2f}]); the local machines draw "
+        f"images without the fine rule; the empirical optimum copies."
+    )
 print(
-    f"5. Converged linear (LDA) guidance couples the patches: corr {lda[1]['corr']:+.2f}, R "
-    f"{lda[0]['R']:.3f} -> {lda[1]['R']:.3f}."
+    f"  - the ruler: measured residual std = sqrt(model^2 + floor^2) to 1 % in {len(in_ci)} of "
+    f"{len(cells)} cells (95 % CI of the ratio), all within 6 %, for rulers "
+    f"{sorted({r['ruler'] for r in cells})} on tasks {sorted({r['task'] for r in cells})}; the "
+    f"linear sum excluded in all {len(apart)} cells where it differs by > 15 %; floors "
+    + ", ".join(f"{t} {rl} {v:.1e}" for (t, rl), v in sorted(floors.items()))
+    + "."
 )
 print(f"rulelib {rulelib.__version__}:", stamp(T0))

@@ -13,14 +13,27 @@
 #     name: python3
 # ---
 
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/rulelib/rulelib/blob/main/notebooks/02_rule_tasks.ipynb)
+#
+# **Set-up.** Run the next cell first. With rulelib installed (`make setup`) it does nothing; on
+# Colab it clones the repository and installs it (about a minute), from https://github.com/rulelib/rulelib.
+#
+# If that address cannot be reached, the cell stops and says so. Then put the address of a copy
+# you can reach (your fork) in its `REPO_URL` field or in the environment variable `RULELIB_REPO_URL`,
+# or upload the repository as a folder named `rulelib-repo` next to this notebook (Colab: the
+# Files pane), and run the cell again.
+
 # %%
 # Set-up: uses the installed rulelib; on Colab (or any kernel without it) clones and installs it.
-# The address is rulelib.notebook.REPO_URL: a fork changes it there and runs `make notebooks`.
+# REPO_URL comes from pyproject.toml's [project.urls]; a fork sets it in the form field (Colab)
+# or in the environment variable RULELIB_REPO_URL.
 import os
 import subprocess
 import sys
 
-REPO_URL = "https://github.com/rulelib/rulelib.git"
+REPO_URL = "https://github.com/rulelib/rulelib"  # @param {type:"string"}
+REPO_URL = os.environ.get("RULELIB_REPO_URL", REPO_URL)
 try:
     import rulelib
 except ImportError:
@@ -28,9 +41,10 @@ except ImportError:
         clone = subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "rulelib-repo"])
         if clone.returncode != 0:
             raise SystemExit(
-                f"could not clone {REPO_URL} (not published there yet?): upload the repository "
-                "as a folder named rulelib-repo next to this notebook, or set REPO_URL to your "
-                "fork, and run this cell again"
+                f"could not clone {REPO_URL}: put an address you can reach (your fork) in "
+                "REPO_URL above or in the environment variable RULELIB_REPO_URL, or upload the "
+                "repository as a folder named rulelib-repo next to this notebook; then run this "
+                "cell again"
             ) from None
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "rulelib-repo"], check=True)
     sys.path.insert(0, os.path.abspath("rulelib-repo"))
@@ -317,7 +331,7 @@ assert v["within_5pct"] >= 99.0 and abs(v["slope"] - 1) < 0.01, v
 # background) to the pixels, so these move its estimates little instead of rejecting the image;
 # each measured image also gets a standard error per feature (`se_<feature>`, from the fit's
 # covariance).  Below, for the training images of each task: the measurable share and the 95th
-# percentile of the feature error (px) against each degradation alone, the issue's mild set being
+# percentile of the feature error (px) against each degradation alone, the mild set (tasks.degrade) being
 # gain 1 ± 0.05 with offset ± 0.03, blur 0.5 px and noise std 0.05.  The degradations and the junk
 # are the test suite's (`rulelib.tasks.degrade`).
 
@@ -366,7 +380,7 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# All degradations at once (the issue's mild set, plus per-object colour shifts inside the colour
+# All degradations at once (the mild set, plus per-object colour shifts inside the colour
 # boxes): measurable share, share of feature errors within 0.3 px (the smallest over the
 # features), and how often the true error lies within two standard errors.
 
@@ -399,7 +413,7 @@ def floor(p, n):
 
 
 for name, m in mild.items():
-    # issue 11 targets: >= 99 % measurable, >= 95 % within 0.3 px; the SE covers >= 90 %
+    # the targets: >= 99 % measurable, >= 95 % within 0.3 px; the SE covers >= 90 %
     assert m["measurable"] >= floor(0.99, N_ALL), (name, m)
     assert m["within_0.3px"] >= floor(0.95, N_ALL), (name, m)
     assert m["within_2se"] >= floor(0.90, N_ALL), (name, m)
@@ -464,7 +478,7 @@ print(
     f"per image <= 0.1 px; training data conform to the rule for "
     f"{min(r['conforming_pct']['value'] for r in reports.values()):.1f}-"
     f"{max(r['conforming_pct']['value'] for r in reports.values()):.1f} % of images.\n"
-    f"Under the issue's mild degradations (all at once): measurable "
+    f"Under the mild degradations (all at once): measurable "
     f"{100 * min(m['measurable'] for m in mild.values()):.1f}-"
     f"{100 * max(m['measurable'] for m in mild.values()):.1f} %, every feature within 0.3 px "
     f"for >= {100 * min(m['within_0.3px'] for m in mild.values()):.1f} % of the measured images, "

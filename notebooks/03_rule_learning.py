@@ -14,6 +14,43 @@
 # ---
 
 # %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/rulelib/rulelib/blob/main/notebooks/03_rule_learning.ipynb)
+#
+# **Set-up.** Run the next cell first. With rulelib installed (`make setup`) it does nothing; on
+# Colab it clones the repository and installs it (about a minute), from https://github.com/rulelib/rulelib.
+#
+# If that address cannot be reached, the cell stops and says so. Then put the address of a copy
+# you can reach (your fork) in its `REPO_URL` field or in the environment variable `RULELIB_REPO_URL`,
+# or upload the repository as a folder named `rulelib-repo` next to this notebook (Colab: the
+# Files pane), and run the cell again.
+
+# %%
+# Set-up: uses the installed rulelib; on Colab (or any kernel without it) clones and installs it.
+# REPO_URL comes from pyproject.toml's [project.urls]; a fork sets it in the form field (Colab)
+# or in the environment variable RULELIB_REPO_URL.
+import os
+import subprocess
+import sys
+
+REPO_URL = "https://github.com/rulelib/rulelib"  # @param {type:"string"}
+REPO_URL = os.environ.get("RULELIB_REPO_URL", REPO_URL)
+try:
+    import rulelib
+except ImportError:
+    if not os.path.isdir("rulelib-repo"):
+        clone = subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "rulelib-repo"])
+        if clone.returncode != 0:
+            raise SystemExit(
+                f"could not clone {REPO_URL}: put an address you can reach (your fork) in "
+                "REPO_URL above or in the environment variable RULELIB_REPO_URL, or upload the "
+                "repository as a folder named rulelib-repo next to this notebook; then run this "
+                "cell again"
+            ) from None
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "rulelib-repo"], check=True)
+    sys.path.insert(0, os.path.abspath("rulelib-repo"))
+    import rulelib
+
+# %% [markdown]
 # # 03 · Do DDPMs learn the hidden rules? Train, sample, measure
 #
 # The experiment of Han et al. (ICML 2025), section 3 of `docs/paper.md`: train an unconditional DDPM on
@@ -30,29 +67,6 @@
 #    produced them: samples, the training-versus-generated scatter per task, the metrics beside the
 #    paper's, and the rule metrics against training epoch;
 # 3. ends on what that run shows, computed from its numbers.
-
-# %%
-# Set-up: uses the installed rulelib; on Colab (or any kernel without it) clones and installs it.
-# The address is rulelib.notebook.REPO_URL: a fork changes it there and runs `make notebooks`.
-import os
-import subprocess
-import sys
-
-REPO_URL = "https://github.com/rulelib/rulelib.git"
-try:
-    import rulelib
-except ImportError:
-    if not os.path.isdir("rulelib-repo"):
-        clone = subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "rulelib-repo"])
-        if clone.returncode != 0:
-            raise SystemExit(
-                f"could not clone {REPO_URL} (not published there yet?): upload the repository "
-                "as a folder named rulelib-repo next to this notebook, or set REPO_URL to your "
-                "fork, and run this cell again"
-            ) from None
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "rulelib-repo"], check=True)
-    sys.path.insert(0, os.path.abspath("rulelib-repo"))
-    import rulelib
 
 # %%
 import csv

@@ -13,14 +13,27 @@
 #     name: python3
 # ---
 
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/rulelib/rulelib/blob/main/notebooks/05_is_the_error_constant.ipynb)
+#
+# **Set-up.** Run the next cell first. With rulelib installed (`make setup`) it does nothing; on
+# Colab it clones the repository and installs it (about a minute), from https://github.com/rulelib/rulelib.
+#
+# If that address cannot be reached, the cell stops and says so. Then put the address of a copy
+# you can reach (your fork) in its `REPO_URL` field or in the environment variable `RULELIB_REPO_URL`,
+# or upload the repository as a folder named `rulelib-repo` next to this notebook (Colab: the
+# Files pane), and run the cell again.
+
 # %%
 # Set-up: uses the installed rulelib; on Colab (or any kernel without it) clones and installs it.
-# The address is rulelib.notebook.REPO_URL: a fork changes it there and runs `make notebooks`.
+# REPO_URL comes from pyproject.toml's [project.urls]; a fork sets it in the form field (Colab)
+# or in the environment variable RULELIB_REPO_URL.
 import os
 import subprocess
 import sys
 
-REPO_URL = "https://github.com/rulelib/rulelib.git"
+REPO_URL = "https://github.com/rulelib/rulelib"  # @param {type:"string"}
+REPO_URL = os.environ.get("RULELIB_REPO_URL", REPO_URL)
 try:
     import rulelib
 except ImportError:
@@ -28,14 +41,14 @@ except ImportError:
         clone = subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "rulelib-repo"])
         if clone.returncode != 0:
             raise SystemExit(
-                f"could not clone {REPO_URL} (not published there yet?): upload the repository "
-                "as a folder named rulelib-repo next to this notebook, or set REPO_URL to your "
-                "fork, and run this cell again"
+                f"could not clone {REPO_URL}: put an address you can reach (your fork) in "
+                "REPO_URL above or in the environment variable RULELIB_REPO_URL, or upload the "
+                "repository as a folder named rulelib-repo next to this notebook; then run this "
+                "cell again"
             ) from None
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "rulelib-repo"], check=True)
     sys.path.insert(0, os.path.abspath("rulelib-repo"))
     import rulelib
-
 
 # %% [markdown]
 # # Is the fine-rule error constant?
@@ -43,7 +56,7 @@ except ImportError:
 # The paper's central claim: a diffusion model trained by denoising score matching (DSM) learns a
 # rule's coarse part (objects in place, the right ordering) but keeps a **constant error on the
 # fine rule** y = k·x, however long it trains.  This notebook assembles the evidence the
-# repository can produce on a CPU (issue 12):
+# repository can produce on a CPU:
 #
 # 1. **Model classes, from memorising to local**, computed in closed form from the training images
 #    (`rulelib.analytic`) and sampled with the quick profile's sampler: the *empirical optimum*
@@ -72,7 +85,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import Markdown, display
+from IPython.display import Image, Markdown, display
 
 from rulelib import metrics, tasks
 from rulelib.analytic import denoisers
@@ -246,8 +259,7 @@ for name, cal_dir in cal_dirs.items():
     ts, chosen = np.array(cal["schedule"]["ts"]), np.array(cal["schedule"]["patches"])
     r2_cal = {int(p): np.array(v) for p, v in cal["r2"].items()}
     print(f"Task {name} (U-Net {cal['settings']['unet']}):\nt: {ts.tolist()}\nP: {chosen.tolist()}")
-    png = f"../results/analytic/{name}/local-calibrated/calibration.png"
-    display(Markdown(f"![calibration {name}]({png})"))
+    display(Image(filename=str(cal_dir / "calibration.png")))  # embedded: Colab shows it
     # the file is consistent: the chosen size is the best-scoring one at every level
     best = np.max(np.stack(list(r2_cal.values())), 0)
     assert np.allclose([r2_cal[p][i] for i, p in enumerate(chosen)], best)
@@ -344,7 +356,7 @@ if study:
     fmt = lambda k, v: v if k == "run" else f"{num(v):.4g}"  # noqa: E731
     display(Markdown(md_table([{k: fmt(k, r[k]) for k in show} for r in study])))
     for png in sorted((RESULTS / "study").glob("*.png")):
-        display(Markdown(f"![{png.name}](../results/study/{png.name})"))
+        display(Image(filename=str(png)))  # embedded in the notebook, not a link
     # every point lies inside its own CI
     for r in study:
         if r["resid_std"] and r["resid_std_lo"]:

@@ -10,6 +10,7 @@ rulelib.run).
     python -m rulelib filter    --task B --out runs/reproduce         # the mitigation, one step
     python -m rulelib guide     --task B --out runs/reproduce --scale 3
     python -m rulelib export    --out runs/reproduce --to results/quick  # copy for the repo
+    python -m rulelib export-diffusers --task B --out runs/reproduce --to models/B  # diffusers
     python -m rulelib reproduce --profile smoke --tasks-from my_tasks.py --task E --out runs/e
 
 `--task` takes one or several names (`A C`, `A,C`), `paper` (the paper's tasks A-D, reproduce's
@@ -39,54 +40,33 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rulelib import report, tasks
+from rulelib import arguments, report, tasks
 from rulelib.analytic import command as analytic_command
+from rulelib.diffusion import diffusers_export
 from rulelib.mitigation import guidance, networks
-from rulelib.run import folder, mitigate, profiles, stages
+from rulelib.report import ruler_command
+from rulelib.run import folder, mitigate, overrides, profiles, stages
 from rulelib.run.folder import RunError, RunSettings, run_identity  # noqa: F401  (public names)
 from rulelib.run.images import load_images  # noqa: F401  (public: notebooks call cli.load_images)
+from rulelib.run.lock import locked
 from rulelib.run.stages import parse_tasks, reproduce  # noqa: F401  (public: cli.reproduce)
 from rulelib.study import command as study_command
-from rulelib.tasks import mirror, pairs
+from rulelib.tasks import mirror, pairs, rulers
 
 # --------------------------------------------------------------------------------------------------
 # Argument types and shared options
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def seed_type(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+# The one validator (rulelib.arguments): value types here, validate(args) before dispatch.
+positive_int, positive_float, seed_type = arguments.positive_int, arguments.positive_float, \
+    arguments.seed  # fmt: skip
 
 
 def _run_options(p: argparse.ArgumentParser, *, out_default="runs/reproduce") -> None:
     """Options of every command that works on a run folder."""
     p.add_argument(
         "--profile",
+        type=arguments.profile,
         default=None,
         help=f"one of {profiles.names()} (default: the run's own, else auto: paper with CUDA, "
         "else quick)",
@@ -96,7 +76,9 @@ def _run_options(p: argparse.ArgumentParser, *, out_default="runs/reproduce") ->
         "--seed", type=seed_type, default=None, help="seed of data, training and sampling "
         "(default: the run's own, else 0)"
     )  # fmt: skip
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--device", type=arguments.device, default="auto", help="auto, cpu, cuda, cuda:1, ..."
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
     p.add_argument(
         "--tasks-from",
@@ -149,6 +131,7 @@ def _settings(args, names, command: str) -> RunSettings:
     return folder.resolve(
         args.out, names, args.profile, args.seed, device=args.device,
         progress=not args.quiet, quiet=args.quiet, command=command,
+        overrides=overrides.from_args(getattr(args, "set", None), getattr(args, "config", None)),
     )  # fmt: skip
 
 
@@ -164,6 +147,7 @@ def _train_args(p) -> None:
     _task_option(p)
     _run_options(p)
     _time_limit_option(p)
+    overrides.add_arguments(p)  # --set KEY=VALUE ..., --config FILE
 
 
 def _train(args, command: str) -> int:
@@ -179,7 +163,7 @@ def _train(args, command: str) -> int:
 def _sample_args(p) -> None:
     _task_option(p)
     _run_options(p)
-    p.add_argument("--n", type=positive_int, default=None, help="number of samples "
+    p.add_argument("--n", type=arguments.image_count, default=None, help="number of samples "
                    "(default: the profile's)")  # fmt: skip
 
 
@@ -191,15 +175,24 @@ def _sample(args, command: str) -> int:
     return 0
 
 
+def _measurement_option(p) -> None:
+    p.add_argument(
+        "--measurement", choices=rulers.MEASUREMENTS, default="both",
+        help="which ruler scores the images: the exact sub-pixel one, the paper's OpenCV one "
+        "(tasks A-D), or both (default; the paper's numbers under metrics.json's 'paper_ruler')",
+    )  # fmt: skip
+
+
 def _evaluate_args(p) -> None:
     _task_option(p)
     _run_options(p, out_default=None)
+    _measurement_option(p)
     p.add_argument("--images", default=None, help="an .npz/.npy of uint8 images or a PNG folder")
     p.add_argument(
         "--sweep", action="store_true", help="rule metrics of every checkpoint against epoch"
     )
     p.add_argument(
-        "--n-boot", type=positive_int, default=1000, help="bootstrap resamples (--images)"
+        "--n-boot", type=arguments.n_boot, default=1000, help="bootstrap resamples (--images)"
     )
 
 
@@ -213,7 +206,7 @@ def _evaluate(args, command: str) -> int:
         if args.sweep:
             stages.sweep(run, name)
         else:
-            stages.evaluate(run, name)
+            stages.evaluate(run, name, args.measurement)
     report.write_run_report(run.out, limits=run.profile.limits)
     return 0
 
@@ -225,10 +218,20 @@ def _evaluate_images(args, names, command: str) -> int:
     imgs = load_images(args.images)
     src = Path(args.images)
     out_dir = Path(args.out) if args.out else src.parent / f"{src.stem}_eval"
-    entry = stages.evaluate_images(
-        names[0], imgs, out_dir, seed=args.seed or 0, n_boot=args.n_boot,
-        extra={"source": str(src), **folder.provenance_entry(command)},
-    )  # fmt: skip
+    folder.check_scores_folder(out_dir, names[0])  # never a run's folder, nor another task's
+    made = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with locked(out_dir, command=command, say=_say(args)):
+            entry = stages.evaluate_images(
+                names[0], imgs, out_dir, seed=0 if args.seed is None else args.seed,
+                n_boot=args.n_boot, extra={"source": str(src), **folder.provenance_entry(command)},
+                measurement=args.measurement,
+            )  # fmt: skip
+    except BaseException:
+        if made and not any(out_dir.iterdir()):  # refused before writing: leave no trace
+            out_dir.rmdir()
+        raise
     gen = entry["generated"]
     if not args.quiet:
         print(
@@ -236,6 +239,13 @@ def _evaluate_images(args, names, command: str) -> int:
             f"{stages.value(gen, 'conforming_pct', '.1f')} %, coarse "
             f"{stages.value(gen, 'coarse_rate', '.3f')} -> {out_dir / 'metrics.json'}"
         )
+        pg = (entry.get("paper_ruler") or {}).get("generated")
+        if pg and entry.get("ruler") != "paper":
+            print(
+                f"[{names[0]}] the paper's ruler: {pg['n_measurable']}/{pg['n']} measurable; "
+                f"rule-conforming {stages.value(pg, 'conforming_pct', '.1f')} %, residual std "
+                f"{stages.value(pg, 'resid_std', '.4f')}"
+            )
     return 0
 
 
@@ -243,6 +253,8 @@ def _reproduce_args(p) -> None:
     _task_option(p, default="paper")
     _run_options(p)
     _time_limit_option(p)
+    _measurement_option(p)
+    overrides.add_arguments(p)  # --set KEY=VALUE ..., --config FILE
     p.add_argument("--no-sweep", action="store_true", help="skip the training-length sweep")
     p.add_argument(
         "--mitigation", action="store_true", help="also run the mitigation for each task"
@@ -254,7 +266,7 @@ def _reproduce(args, command: str) -> int:
     run = _settings(args, names, command)
     stages.run_tasks(
         run, names, sweep_too=not args.no_sweep, mitigation=args.mitigation,
-        time_limit_s=_seconds(args.time_limit),
+        time_limit_s=_seconds(args.time_limit), measurement=args.measurement,
     )  # fmt: skip
     return 0
 
@@ -263,11 +275,20 @@ def _export_args(p) -> None:
     p.add_argument("--out", default="runs/reproduce", help="the run folder")
     p.add_argument("--to", required=True, help="destination, e.g. results/quick")
     p.add_argument("--max-samples", type=positive_int, default=512, help="samples kept per task")
+    p.add_argument("--quiet", action="store_true", help="no messages")
+
+
+def _say(args):
+    """print, or nothing with --quiet."""
+    return (lambda msg: None) if getattr(args, "quiet", False) else print
 
 
 def _export(args, command: str) -> int:
-    copied = report.export_results(args.out, args.to, max_samples=args.max_samples)
-    print(f"exported {len(copied)} files to {args.to}")
+    report.export.check_destination(args.out, args.to)  # before the folder is made
+    Path(args.to).mkdir(parents=True, exist_ok=True)
+    with locked(args.to, command=command, say=_say(args)):
+        copied = report.export_results(args.out, args.to, max_samples=args.max_samples)
+    _say(args)(f"exported {len(copied)} files to {args.to}")
     return 0
 
 
@@ -275,13 +296,14 @@ def _mitigation_options(p) -> None:
     _task_option(p, several=False)
     _run_options(p)
     p.add_argument("--classifier", default=None, help="a classifier checkpoint (.safetensors)")
-    p.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples")
+    p.add_argument("--n-boot", type=arguments.n_boot, default=1000, help="bootstrap resamples")
 
 
 def _filter_args(p) -> None:
     _mitigation_options(p)
     p.add_argument("--arch", default="smallconv", choices=networks.PIXEL_ARCHS)
-    p.add_argument("--threshold", type=float, default=None, help="also require p(class 1) >= this")
+    p.add_argument("--threshold", type=arguments.probability, default=None,
+                   help="also require p(class 1) >= this")  # fmt: skip
     p.add_argument(
         "--images", default=None, help="images to filter (default: the run's samples.npz)"
     )
@@ -306,7 +328,8 @@ def _filter(args, command: str) -> int:
 def _guide_args(p) -> None:
     _mitigation_options(p)
     p.add_argument("--arch", default="cheap", choices=networks.NOISY_ARCHS)
-    p.add_argument("--scale", type=float, required=True, help="guidance scale s >= 0")
+    p.add_argument("--scale", type=arguments.non_negative_float, required=True,
+                   help="guidance scale s >= 0")  # fmt: skip
     p.add_argument("--schedule", default="linear", help=f"one of {guidance.WEIGHT_SCHEDULES}")
     p.add_argument("--last-k", type=positive_int, default=20, help="K of the last_k schedule")
     p.add_argument("--grad-at", default="x_t", choices=guidance.GRAD_AT)
@@ -316,7 +339,7 @@ def _guide_args(p) -> None:
     p.add_argument(
         "--steps", type=positive_int, default=None, help="DDIM steps (default: the profile's)"
     )
-    p.add_argument("--n", type=positive_int, default=None, help="number of guided samples")
+    p.add_argument("--n", type=arguments.image_count, default=None, help="number of guided samples")
 
 
 def _guide(args, command: str) -> int:
@@ -336,13 +359,16 @@ def _guide(args, command: str) -> int:
 
 @dataclass(frozen=True)
 class Command:
-    """One subcommand: `add_arguments(parser)` declares its options, `run(args, command)` runs it
-    (command: the command line as typed) and returns the exit status."""
+    """One subcommand: `add_arguments(parser)` declares its options (validated by their
+    rulelib.arguments types), `validate(args)` (optional) checks what needs several of them, and
+    `run(args, command)` runs it (command: the command line as typed) and returns the exit
+    status.  Both checks run before anything is written."""
 
     name: str
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace, str], int]
+    validate: Callable[[argparse.Namespace], None] | None = None
 
 
 COMMANDS: list[Command] = [
@@ -373,16 +399,30 @@ COMMANDS: list[Command] = [
     ),
     Command("guide", "classifier-guided sampling towards the rule", _guide_args, _guide),
     Command(
+        "export-diffusers",
+        "write a trained run as a diffusers DDPMPipeline (UNet2DModel + DDPMScheduler)",
+        diffusers_export.add_arguments,
+        diffusers_export.run,
+    ),
+    Command(
         "analytic",
         "sample and score a closed-form denoiser (empirical, gaussian, local, equivariant)",
         analytic_command.add_arguments,
         analytic_command.run,
+        analytic_command.validate,
+    ),
+    Command(
+        "rulers",
+        "the paper's ruler validated on training images; both rulers' floors (results/rulers)",
+        ruler_command.add_arguments,
+        ruler_command.run,
     ),
     Command(
         "study",
         "training length and training-set size arms: train, evaluate, summary",
         study_command.add_arguments,
         study_command.run,
+        study_command.validate,
     ),
 ]
 
@@ -396,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     for cmd in COMMANDS:
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         cmd.add_arguments(p)
-        p.set_defaults(run=cmd.run)
+        p.set_defaults(run=cmd.run, validate=cmd.validate)
     return parser
 
 
@@ -434,6 +474,7 @@ def main(argv=None) -> int:
     try:
         for spec in getattr(args, "tasks_from", []):
             tasks.load_tasks_from(spec)
+        arguments.validate(args, getattr(args, "validate", None))  # before anything is written
         _use_real_data(args)
         return int(args.run(args, command) or 0)
     except FileNotFoundError as e:  # a missing input: its own message names it

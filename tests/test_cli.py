@@ -219,6 +219,48 @@ def test_load_images_accepts_float_and_channels_first(rendered, tmp_path):
     assert np.array_equal(cli.load_images(tmp_path / "f.npy"), images)
 
 
+def test_evaluate_images_with_both_rulers(rendered, tmp_path):
+    from rulelib.tasks import rulers
+
+    images, direct = rendered
+    np.savez_compressed(tmp_path / "imgs.npz", images=images)
+    task = tasks.get("C")
+    reasons = {}
+    pf, pok = rulers.measure(task, images, "paper", reasons=reasons)
+    paper = metrics.rule_report(task, pf, pok, n_boot=200, seed=0, trim="xy", reasons=reasons)
+    runs = {}
+    for choice in ("both", "exact", "paper"):
+        argv = ["evaluate", "--task", "C", "--images", str(tmp_path / "imgs.npz"),
+                "--out", str(tmp_path / choice), "--measurement", choice,
+                "--n-boot", "200", "--quiet"]  # fmt: skip
+        assert cli.main(argv) == 0
+        runs[choice] = json.loads((tmp_path / choice / "metrics.json").read_text())
+    both = runs["both"]
+    # the exact ruler's numbers stay where readers find them; the paper's sit under their key
+    assert both["ruler"] == "exact" and both["generated"] == direct
+    assert both["paper_ruler"]["generated"] == paper
+    assert both["paper_ruler"]["trim"] == "xy" and both["paper_ruler"]["options"] == "boxes@128"
+    assert paper["resid_std"]["value"] > 3 * direct["resid_std"]["value"]  # a coarser ruler
+    assert (tmp_path / "both" / "scatter_paper.png").exists()
+    assert "Read with the paper's ruler" in (tmp_path / "both" / "report.md").read_text()
+    assert "paper_ruler" not in runs["exact"] and runs["exact"]["generated"] == direct
+    assert not (tmp_path / "exact" / "scatter_paper.png").exists()
+    assert runs["paper"]["ruler"] == "paper" and runs["paper"]["generated"] == paper
+
+
+def test_measurement_choice_is_checked(tmp_path, capsys):
+    np.savez(tmp_path / "imgs.npz", images=np.full((4, 32, 32, 3), 255, np.uint8))
+    base = ["evaluate", "--images", str(tmp_path / "imgs.npz"), "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as e:
+        cli.main([*base, "--task", "B", "--measurement", "ruler2", "--quiet"])
+    assert e.value.code == 2 and "ruler2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main([*base, "--task", "mirror", "--measurement", "paper", "--quiet"])
+    assert e.value.code == 2
+    assert "the paper's ruler measures tasks ('A', 'B', 'C', 'D') only" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

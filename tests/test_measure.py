@@ -1,8 +1,8 @@
-"""Tests of rulelib.tasks.measure against the targets of issues 2 and 11.
+"""Tests of rulelib.tasks.measure against its targets.
 
 * clean rendered images, 5000 per task: 100 % measurable, every length within 0.1 px of the truth
   for at least 99 % of the images;
-* degraded images (issue 11: per-channel gain 1 +- 0.05 and offset +- 0.03, 0.5 px blur, noise
+* degraded images (the mild set: per-channel gain 1 +- 0.05 and offset +- 0.03, 0.5 px blur, noise
   std 0.05 on 0-1, per-object colour shifts within the colour boxes): at least 99 % measurable,
   95 % of every feature within 0.3 px; each degradation alone at its stated level likewise;
 * the per-image standard error covers the true error: within 2 SE for >= 90 % of degraded images;
@@ -57,18 +57,24 @@ def test_clean_measurement_recovers_the_rule_and_the_coarse_rule(clean):
     assert task.coarse_ok(features).mean() == 1.0
 
 
+# Several draws: each seed draws its own scenes, colour shifts, channel gains and offsets and
+# noise, so the targets hold beyond one draw (benchmarks/measure.py --seed prints others).
+DEGRADED_SEEDS = [21, 47, 83]
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_degraded_images_measurable_and_within_0_3_px(name):
+@pytest.mark.parametrize("seed", DEGRADED_SEEDS)
+def test_degraded_images_measurable_and_within_0_3_px(name, seed):
     task = tasks.get(name)
-    params = task.scene(3000, seed=21)
+    params = task.scene(3000, seed=seed)
     truth = {k: v for k, v in params.items() if np.ndim(v) == 1}
-    images = degrade.perturb_scene(task, params, seed=22)
+    images = degrade.perturb_scene(task, params, seed=seed + 1)
     assert not np.array_equal(images, task.render(params))
     features, ok = task.measure(images)
-    assert ok.mean() >= 0.99, f"task {name}: measurable {ok.mean():.4f}"
+    assert ok.mean() >= 0.99, f"task {name}, seed {seed}: measurable {ok.mean():.4f}"
     err = length_errors_px(task, features, truth)[ok]
     share = (err <= 0.3).mean(0)  # per feature
-    assert share.min() >= 0.95, f"task {name}: shares within 0.3 px {share.round(4)}"
+    assert share.min() >= 0.95, f"task {name}, seed {seed}: within 0.3 px {share.round(4)}"
     # the uncertainty: the true error inside +-2 standard errors for >= 90 % of images, and the
     # standard error is informative (well under the 0.3 px tolerance on most images)
     se = np.stack([features[f"se_{k}"] * W for k in task.feature_names], 1)[ok]

@@ -1,7 +1,7 @@
 """Tests of rulelib.metrics: closed forms, bootstrap, bad input, and the training-data targets.
 
 Most tests use a tiny fake task (rule_xy, coarse_ok, k) so that they test the metrics alone; the
-last ones render and measure the real tasks (issue 2 targets: rule-conforming >= 99.5 % and >= 99 %
+last ones render and measure the real tasks (the targets: rule-conforming >= 99.5 % and >= 99 %
 within +-5 % of the rule, on training images).
 """
 
@@ -295,7 +295,7 @@ def test_scatter_plot_draws_train_blue_generated_red_rule_and_fits():
 
 @pytest.mark.parametrize("name", ["A", "B", "C", "D"])
 def test_training_images_conform_to_the_rule(name):
-    """Issue 2 target: on rendered training images measured by task.measure, rule-conforming
+    """Target: on rendered training images measured by task.measure, rule-conforming
     >= 99.5 % (the paper's own measurement: 95.02, 97.22, 99.51, 98.63) and >= 99 % within +-5 %."""
     from rulelib import tasks
 
@@ -314,7 +314,7 @@ def test_training_images_conform_to_the_rule(name):
 
 
 # -------------------------------------------------------------------------------------------------
-# Selection bias (issue 11): bounds over all images, rejection reasons, the uncertainty filter
+# Selection bias: bounds over all images, rejection reasons, the uncertainty filter
 # -------------------------------------------------------------------------------------------------
 
 

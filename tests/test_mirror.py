@@ -6,7 +6,7 @@ from test_loaders import write_syn_mirror  # tests/test_loaders.py: the file wri
 
 from rulelib import metrics, tasks
 from rulelib.metrics import categorical
-from rulelib.tasks import mirror
+from rulelib.tasks import degrade, mirror, render
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,83 @@ def test_missing_reflection_is_not_measurable_with_a_reason(scenes):
     why = {}
     f, ok = task.measure(broken, why)
     assert not ok.any() and np.isnan(f["h2"]).all()
-    assert why["right: reflection: not found"].all()
+    assert why["reflection: not found"].all()
+
+
+# ---- images as generated samples look: degraded, and what is not a mirror scene ---------------
+
+# Several seeds: each draws its own scenes, colour shifts, channel gains and offsets and noise, so
+# the targets are not met on one draw only (benchmarks/measure.py prints more).
+DEGRADED_SEEDS = [101, 202, 303]
+
+
+@pytest.mark.parametrize("seed", DEGRADED_SEEDS)
+def test_degraded_scenes_measurable_within_0_3_px_and_covered_by_the_se(seed):
+    """The mild degradations (rulelib.tasks.degrade): >= 99 % measurable, >= 95 % of h1 and of
+    h2 within 0.3 px of the rendered truth, the error within 2 standard errors for >= 90 %."""
+    task = tasks.get("mirror")
+    params = task.scene(2000, seed=seed)
+    images = degrade.perturb_scene(task, params, seed + 1)
+    f, ok = task.measure(images)
+    assert ok.mean() >= 0.99, f"seed {seed}: measurable {ok.mean():.4f}"
+    err = np.stack([np.abs(f[k] - params[k])[ok] * 32 for k in ("h1", "h2")], 1)
+    assert (err <= 0.3).mean(0).min() >= 0.95, (err <= 0.3).mean(0)
+    se = np.stack([f[f"se_{k}"][ok] * 32 for k in ("h1", "h2")], 1)
+    assert (err <= 2 * se).mean(0).min() >= 0.90, (err <= 2 * se).mean(0)
+    assert np.median(se) < 0.2  # informative: well under the tolerance
+
+
+@pytest.mark.parametrize("kind, level", sorted(degrade.LEVELS.items()))
+def test_each_degradation_alone(kind, level):
+    task = tasks.get("mirror")
+    images, truth = task.sample(1000, seed=31)
+    levels = {key: 0.0 for key in degrade.LEVELS} | {kind: level}
+    f, ok = task.measure(degrade.degrade(images, seed=32, **levels))
+    assert ok.mean() >= 0.99, f"{kind}={level}: measurable {ok.mean():.4f}"
+    err = np.stack([np.abs(f[k] - truth[k])[ok] * 32 for k in ("h1", "h2")], 1)
+    assert (err <= 0.3).mean(0).min() >= 0.95
+
+
+@pytest.mark.parametrize("degraded", [False, True])
+def test_junk_is_rejected_with_a_reason(degraded):
+    task = tasks.get("mirror")
+    for kind, images in degrade.junk(task, 300, seed=3).items():
+        if degraded:
+            images = degrade.degrade(images, seed=4)
+        why = {}
+        f, ok = task.measure(images, why)
+        assert 1 - ok.mean() >= 0.99, f"{kind}: {int(ok.sum())} of {len(ok)} measured"
+        assert all(np.isnan(v[~ok]).all() for v in f.values()), kind
+        assert np.any(list(why.values()), 0)[~ok].all(), f"{kind}: rejected without a reason"
+
+
+def test_other_shapes_and_misplaced_or_covered_mirrors_are_rejected_by_name():
+    task = tasks.get("mirror")
+    params = task.scene(200, seed=5)
+    prims = task.primitives(params)
+    # object and reflection drawn as disks of the same area (the strip kept)
+    disks = degrade.swap_shapes(prims[1:])
+    why = {}
+    assert not task.measure(render.render([prims[0], *disks], 200), why)[1].any()
+    clear = disks[0].cx + disks[0].r <= 13  # (a larger disk reaches the strip: other reasons)
+    assert clear.sum() >= 50
+    assert (why["object: other shape"] | why["reflection: other shape"])[clear].mean() >= 0.95
+    # a strip 1 px wide at the centre line, and one that stops 4 px short of top and bottom
+    for label, change in (("mirror: not at the strip", dict(x0=15.5, x1=16.5)),
+                          ("mirror: not full height", dict(y0=4.0, y1=28.0))):  # fmt: skip
+        edited = [
+            render.Rect(**{**vars(p), **{k: np.full(200, v) for k, v in change.items()}})
+            if p.name == "mirror" else p for p in prims
+        ]  # fmt: skip
+        why = {}
+        assert not task.measure(render.render(edited, 200), why)[1].any(), label
+        assert why[label].all(), label
+    # a yellow bar across the strip (something drawn over the mirror)
+    covered = task.render(params).copy()
+    covered[:, 10:14, 14:18] = (250, 210, 30)
+    why = {}
+    assert not task.measure(covered, why)[1].any()
+    assert why["mirror: not uniform"].all()
 
 
 # ---- Syn Mirror ------------------------------------------------------------------------------

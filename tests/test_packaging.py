@@ -1,12 +1,16 @@
 """The repository's set-up promises: one dependency list for pip and conda, notebooks paired."""
 
 import ast
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import jupytext
 import pytest
+import yaml  # PyYAML: a dependency of jupytext
 
 from rulelib import notebook
 
@@ -24,22 +28,31 @@ def _pyproject_packages() -> set[str]:
     return {_name(r) for r in reqs}
 
 
+def _environment_yml_pip() -> list[str]:
+    """The `pip:` list of environment.yml, read as conda reads it (YAML)."""
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(sections) == 1, sections
+    return [str(entry) for entry in sections[0]]
+
+
 def _environment_yml_packages() -> set[str]:
-    # environment.yml lists the requirements under `pip:`; parsed by hand (no YAML dependency).
-    names = set()
-    in_pip = False
-    for line in (ROOT / "environment.yml").read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith("- pip:"):
-            in_pip = True
-            continue
-        if in_pip and stripped.startswith("- ") and not stripped.startswith("- -e"):
-            names.add(_name(stripped[2:]))
-    return names
+    return {_name(e) for e in _environment_yml_pip() if not e.startswith("-")}
 
 
 def test_environment_yml_installs_the_same_packages_as_pyproject():
     assert _environment_yml_packages() == _pyproject_packages()
+
+
+def test_environment_yml_applies_the_constraints():
+    """conda writes the pip list to a requirements file beside environment.yml and runs pip there,
+    so `-c constraints.txt` pins every package to the tested version; the other option lines are
+    ones pip reads in a requirements file."""
+    pip = _environment_yml_pip()
+    assert "-c constraints.txt" in pip, pip
+    assert (ROOT / "constraints.txt").is_file()
+    options = [e.split()[0] for e in pip if e.startswith("-")]
+    assert set(options) <= {"-c", "-e", "--extra-index-url"}, options
 
 
 def test_constraints_pin_every_package_ci_installs():
@@ -85,15 +98,73 @@ def test_committed_notebook_carries_full_size_outputs(source: Path):
 
 
 @pytest.mark.parametrize("source", NOTEBOOK_SOURCES, ids=lambda p: p.name)
-def test_setup_cell_is_the_shared_template(source: Path):
-    """The Colab set-up cell is written from one template holding the repository address, so a
-    fork changes rulelib.notebook.REPO_URL and runs `make notebooks`."""
-    first = next(src for kind, src in _cells(source) if kind == "code")
-    assert first == notebook.colab_cell().strip(), (
-        f"{source.name}: its first code cell is not rulelib.notebook.colab_cell(); run "
-        f".venv/bin/python tools/sync_notebooks.py {source}"
+def test_notebook_opens_with_the_badge_then_the_setup_cell(source: Path):
+    """Every notebook opens with its "Open in Colab" badge (and what to do when the repository
+    cannot be reached), then the set-up cell, both written from the one repository address of
+    pyproject.toml's [project.urls], so a fork changes it there and runs `make notebooks`."""
+    cells = _cells(source)
+    assert cells[0] == ("markdown", notebook.badge_cell(source.stem).strip()), (
+        f"{source.name}: its first cell is not rulelib.notebook.badge_cell(); run "
+        f".venv/bin/python tools/sync_notebooks.py {source} --no-execute"
     )
-    assert notebook.REPO_URL in first
+    assert cells[1] == ("code", notebook.colab_cell().strip()), (
+        f"{source.name}: its first code cell is not rulelib.notebook.colab_cell(); run "
+        f".venv/bin/python tools/sync_notebooks.py {source} --no-execute"
+    )
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    assert notebook.REPO_URL == urls["Repository"]
+    assert f'REPO_URL = "{urls["Repository"]}"  # @param' in cells[1][1]  # Colab's form field
+    assert f'os.environ.get("{notebook.URL_VARIABLE}", REPO_URL)' in cells[1][1]
+    colab = f"https://colab.research.google.com/github/{urls['Repository'][19:]}/blob/"
+    assert f"({colab}{notebook.BRANCH}/notebooks/{source.stem}.ipynb)" in cells[0][1]
+
+
+def test_colab_address_is_built_from_a_github_address():
+    url = "https://github.com/someone/fork.git"
+    assert notebook.colab_url("02_rule_tasks", url) == (
+        "https://colab.research.google.com/github/someone/fork/blob/main/notebooks/"
+        "02_rule_tasks.ipynb"
+    )
+    with pytest.raises(ValueError, match="gitlab.com/x/y"):
+        notebook.colab_url("02_rule_tasks", "https://gitlab.com/x/y")
+
+
+def test_setup_cell_takes_the_address_from_the_environment(tmp_path):
+    """Run the set-up cell where rulelib cannot be imported and the address cannot be reached: it
+    stops with the message that says what to do, naming the address the variable gave."""
+    fake = tmp_path / "rulelib.py"
+    fake.write_text("raise ImportError('not installed here')\n")
+    script = tmp_path / "setup_cell.py"
+    script.write_text(notebook.colab_cell())
+    bad = str(tmp_path / "no-such-repository")
+    env = {**os.environ, notebook.URL_VARIABLE: bad, "PYTHONPATH": str(tmp_path)}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    done = subprocess.run(
+        [sys.executable, "-S", str(script)], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert f"could not clone {bad}" in done.stderr
+    assert notebook.URL_VARIABLE in done.stderr and "rulelib-repo" in done.stderr
+    assert not (tmp_path / "rulelib-repo").exists()
+
+
+@pytest.mark.parametrize("source", NOTEBOOK_SOURCES, ids=lambda p: p.name)
+def test_notebook_figures_are_embedded(source: Path):
+    """A figure a notebook shows is embedded in it (an image output), never a Markdown link to a
+    file beside it, which Colab and most viewers do not show."""
+    nb = jupytext.read(source.with_suffix(".ipynb"))
+    link = re.compile(r"!\[[^\]]*\]\((?!https?:|data:|attachment:)[^)]+\)")
+    images, links = 0, []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            links += link.findall(cell.source)
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            images += "image/png" in data or "image/svg+xml" in data
+            links += link.findall("".join(data.get("text/markdown", "")))
+    assert not links, f"{source.name}: figures linked, not embedded: {links}"
+    assert images > 0, f"{source.name}: no embedded figure"
 
 
 def test_notebook_size_follows_the_test_command(monkeypatch):
@@ -167,3 +238,113 @@ def test_imports_go_one_way():
         if module not in state:
             visit(module, [])
     assert len(graph) > 40 and graph["rulelib.cli"]  # the walk saw the whole package
+
+
+# --------------------------------------------------------------------------------------------------
+# What a reader of the repository meets: no tracker numbers, licence, citation, CI, the two commands
+
+# The tree a reader gets (what git tracks, and files not yet committed), without the virtual
+# environment, run outputs and caches.
+_SKIP_DIRS = {".git", ".venv", "runs", "__pycache__", ".ruff_cache", ".pytest_cache", "build"}
+_TEXT = {".py", ".md", ".ipynb", ".toml", ".yml", ".yaml", ".cff", ".txt", ".json", ".csv", ".sh"}
+
+
+def _reader_files() -> list[Path]:
+    found = []
+    for path in ROOT.rglob("*"):
+        parts = path.relative_to(ROOT).parts
+        if any(p in _SKIP_DIRS or p.endswith(".egg-info") for p in parts[:-1]):
+            continue
+        if path.is_file() and (path.suffix in _TEXT or path.name in ("Makefile", "run")):
+            found.append(path)
+    return found
+
+
+def test_no_tracker_issue_numbers_in_the_tree():
+    """A reader has no issue tracker: code, tests, notebooks, docs and results say what a thing
+    is, never a tracker number ("issue" and a number) or a tracker issue's budget."""
+    pattern = re.compile(r"\bissues?\s*#?\s*\d+|\bthe\s+issue'?s\b", re.IGNORECASE)
+    hits = []
+    for path in _reader_files():
+        text = path.read_text(errors="replace")
+        for match in pattern.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            hits.append(f"{path.relative_to(ROOT)}:{line}: {match.group(0)!r}")
+    assert len(_reader_files()) > 100  # the walk saw the tree
+    assert not hits, "\n".join(hits)
+
+
+def test_no_code_in_results():
+    """results/ holds results; the scripts that made them live in tools/ or the package."""
+    code = [
+        p.relative_to(ROOT) for p in (ROOT / "results").rglob("*") if p.suffix in (".py", ".sh")
+    ]
+    assert not code, code
+
+
+def test_licence_citation_and_ci_workflow():
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT"
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    assert cff["repository-code"] == urls["Repository"]
+    paper = cff["preferred-citation"]
+    assert [a["family-names"] for a in paper["authors"]] == ["Han", "Han", "Huang", "Lu", "Zou"]
+    assert paper["year"] == 2025 and "arXiv:2502.04725" in str(paper["identifiers"])
+    # a fork's CI runs the README's test command, the same one as .ci/run
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "test.yml").read_text())
+    steps = [s.get("run", "") for job in workflow["jobs"].values() for s in job["steps"]]
+    assert "make test" in steps
+    assert "make test" in (ROOT / "README.md").read_text()
+
+
+def _make_reproduce_argv(*assignments: str) -> list[str]:
+    """The `python -m rulelib reproduce ...` arguments `make reproduce ASSIGNMENTS` runs (make -n
+    prints the command without running it)."""
+    done = subprocess.run(
+        ["make", "-n", "-s", "reproduce", *assignments], cwd=ROOT, capture_output=True,
+        text=True, check=True,
+    )  # fmt: skip
+    line = next(x for x in done.stdout.splitlines() if "-m rulelib reproduce" in x)
+    return line.split("-m rulelib ", 1)[1].split()
+
+
+def test_make_reproduce_smoke_then_default_never_share_a_folder(tmp_path, monkeypatch):
+    """The README's `make reproduce PROFILE=smoke` then `make reproduce`: each gets its own
+    default folder, so the second is not refused by the first's profile.json. Runs the folder
+    logic of both commands in sequence (their arguments as the Makefile passes them)."""
+    from rulelib import cli
+    from rulelib.run import folder
+
+    monkeypatch.chdir(tmp_path)
+    outs = []
+    for assignments in (["PROFILE=smoke"], []):
+        args = cli.build_parser().parse_args(_make_reproduce_argv(*assignments))
+        run = folder.resolve(args.out, ["A"], args.profile, args.seed)
+        (run.task_dir("A")).mkdir(parents=True, exist_ok=True)
+        folder.record_identity(run.task_dir("A"), run.profile, run.seed)  # refuses a collision
+        outs.append(run.out)
+    assert outs[0] != outs[1], outs
+    # what the check guards against: the second profile in the first one's folder is refused
+    with pytest.raises(folder.RunError, match="smoke"):
+        folder.record_identity(tmp_path / outs[0] / "A", run.profile, run.seed)
+
+
+def test_readme_opens_with_the_finding_and_its_figure():
+    """A new user reads what the study found, with its figure, on the first screen."""
+    readme = (ROOT / "README.md").read_text()
+    head = "\n".join(readme.splitlines()[:30])
+    start, end = "<!-- finding:start -->", "<!-- finding:end -->"
+    assert start in head and end in readme
+    finding = readme.split(start, 1)[1].split(end, 1)[0]
+    assert re.search(r"!\[[^\]]*\]\(results/study/[^)]+\.png\)", finding), finding
+    assert re.search(r"\d\.\d{3}", finding)  # with its numbers
+    for figure in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme):
+        assert (ROOT / figure).is_file(), figure
+
+
+def test_user_facing_files_do_not_describe_the_development_setup():
+    readme = (ROOT / "README.md").read_text()
+    assert "gpu_check" not in readme
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert not {".whl/", ".gl/"} & set(ignored), ignored

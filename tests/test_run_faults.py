@@ -1,4 +1,4 @@
-"""A run folder that no command can damage (issue 15): arguments checked before anything moves,
+"""A run folder that no command can damage: arguments checked before anything moves,
 incomplete checkpoints set aside by name, file and disk faults named with exit status 2 and
 nothing lost, and half-written temporary files cleaned at the next start."""
 
@@ -214,14 +214,121 @@ def test_filter_and_guide_write_only_under_mitigation(run_copy, capsys):
     d = run_copy / "D"
     before = _snapshot(run_copy)
     base = ["--task", "D", "--out", str(run_copy), "--device", "cpu", "--quiet"]
-    assert cli.main(["filter", *base, "--n-boot", "50"]) == 0
+    assert cli.main(["filter", *base, "--n-boot", "100"]) == 0
     rep = json.loads((d / "mitigation" / "filter_smallconv.json").read_text())
     n = load_samples(d / "samples.npz")[0].shape[0]
     assert rep["n"] == n and 0 <= rep["kept"] <= n and rep["kept_share"] == rep["kept"] / n
-    assert cli.main(["guide", *base, "--scale", "2", "--n", "16", "--n-boot", "50"]) == 0
+    assert cli.main(["guide", *base, "--scale", "2", "--n", "16", "--n-boot", "100"]) == 0
     (guided,) = (d / "mitigation" / "guided").glob("guide_*.npz")
     assert load_samples(guided)[0].shape == (16, 32, 32, 3)
     assert json.loads(guided.with_suffix(".json").read_text())["report"]["n"] == 16
     after = _snapshot(run_copy)
     assert {p: b for p, b in after.items() if "mitigation" not in p.parts} == before
     assert "| kept / total |" in capsys.readouterr().out  # the filter table was printed
+
+
+# A refused command changes nothing in the run, whatever it was refused for -----------------------
+
+
+def _profile_list(run):
+    (run / "D" / "profile.json").write_text("[1, 2]")
+
+
+def _seed_text(run):
+    pfile = run / "D" / "profile.json"
+    pfile.write_text(pfile.read_text().replace('"seed": 0', '"seed": "0"'))
+
+
+def _other_network(run):
+    _, last = checkpoint.list_checkpoints(run / "D")[-1]
+    cfg = json.loads((last / "config.json").read_text())
+    (last / "config.json").write_text(json.dumps({**cfg, "preset": "paper"}))
+
+
+def _task_file_named_d(run):
+    (run.parent / "d.py").write_text(
+        "from rulelib import tasks\nfrom rulelib.tasks.geometric import TwoCircles\n"
+        "class Mine(TwoCircles):\n    name = 'D'\ntasks.register(Mine())\n"
+    )
+
+
+def _not_images(run):
+    (run.parent / "x.npz").write_text("not a numpy file")
+
+
+RUN = ["--out", "{run}", "--device", "cpu"]
+
+
+@pytest.mark.parametrize(
+    "prepare, argv, message",
+    [
+        (None, ["export", "--out", "{run}", "--to", "{run}", "--max-samples", "5"],
+         "is the run folder"),
+        (None, ["export", "--out", "{run}", "--to", "{run}/D/x"], "is the run folder"),
+        (None, ["evaluate", "--task", "B", "--images", "{run}/D/samples.npz", "--out", "{run}/D"],
+         "is a run's task folder"),
+        (None, ["filter", "--task", "D", "--seed", "3", *RUN], "not profile 'smoke' seed 3"),
+        (None, ["guide", "--task", "D", "--profile", "quick", "--scale", "1", *RUN],
+         "not profile 'quick' seed 0"),
+        (None, ["guide", "--task", "D", "--scale", "1", "--method", "ddpm", "--steps", "5", *RUN],
+         "--steps 5 is for the DDIM sampler"),
+        (None, ["guide", "--task", "D", "--scale", "1", "--method", "ddim", "--steps", "5000",
+                *RUN], "expected DDIM steps in 1 .. T = 1000"),
+        (_profile_list, ["evaluate", "--task", "D", *RUN], "profile.json holds a list"),
+        (_seed_text, ["sample", "--task", "D", *RUN], "profile.json: seed '0' is not an integer"),
+        (_other_network, ["sample", "--task", "D", "--n", "8", *RUN],
+         "does not fit the 'paper' network of its config.json"),
+        (_task_file_named_d, ["evaluate", "--task", "D", "--tasks-from", "{run}/../d.py", *RUN],
+         "registers task(s) ['D']"),
+        (_not_images, ["filter", "--task", "D", "--images", "{run}/../x.npz", *RUN],
+         "x.npz: not a numpy file"),
+    ],
+)  # fmt: skip
+def test_a_refused_command_changes_nothing(prepare, argv, message, run_copy, capsys):
+    if prepare:
+        prepare(run_copy)
+    before = _snapshot(run_copy)
+    err = _fails([a.replace("{run}", str(run_copy)) for a in argv], capsys)
+    assert message in err and "delete it" not in err
+    assert _snapshot(run_copy) == before
+
+
+def test_identical_runs_write_identical_checkpoint_bytes(tmp_path):
+    """Whatever state the process's numpy RNG is in, and whatever order safetensors' metadata map
+    takes, two identical runs write the same bytes (a hash comparison works); older checkpoints,
+    whose headers are not sorted, still load."""
+    from rulelib.run import folder, stages
+
+    for name, state in (("a", 1), ("b", 2)):
+        np.random.seed(state)  # noqa: NPY002 (what another process would have)
+        run = folder.resolve(tmp_path / name, ["D"], "smoke", 0, device="cpu", quiet=True,
+                             progress=False)  # fmt: skip
+        stages.train(run, "D")
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("checkpoints/*/*"))
+    assert files and all(
+        (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files
+    )
+    weights = tmp_path / "a" / files[-1].parent / "model.safetensors"
+    raw = weights.read_bytes()
+    header = raw[8 : 8 + int.from_bytes(raw[:8], "little")]
+    assert header.rstrip() == json.dumps(json.loads(header), sort_keys=True,
+                                         separators=(",", ":")).encode()  # fmt: skip
+    tensors = {k: v.clone() for k, v in checkpoint.load_file(weights).items()}  # not mmapped
+    atomic.write_bytes(weights, checkpoint.safetensors_bytes(tensors, {"epoch": "2"}))  # older
+    model, _, _ = checkpoint.load_model(weights.parent)
+    assert all(torch.equal(v, tensors[k]) for k, v in model.state_dict().items())
+
+
+def test_a_classifier_of_other_settings_is_set_aside_not_reused(tmp_path):
+    from rulelib import tasks
+    from rulelib.mitigation import contrastive, pipeline
+
+    task = tasks.get("D")
+    imgs, labels, _ = contrastive.make_contrastive(task, 60, 0)
+    kw = dict(epochs=1, batch_size=16, quiet=True)
+    _, first = pipeline.get_classifier(task, "smallconv", imgs, labels, tmp_path, seed=0, **kw)
+    _, again = pipeline.get_classifier(task, "smallconv", imgs, labels, tmp_path, seed=0, **kw)
+    assert again == first  # the same settings: read back
+    _, other = pipeline.get_classifier(task, "smallconv", imgs, labels, tmp_path, seed=1, **kw)
+    assert other["config"]["seed"] == 1 and first["config"]["seed"] == 0
+    assert (tmp_path / "clf_smallconv_seed0_1ep.safetensors").is_file()  # kept, not overwritten

@@ -1,4 +1,4 @@
-"""One writer per task folder (issue 15, item 5): a second command refuses at once naming the
+"""One writer per task folder: a second command refuses at once naming the
 holder; a lock whose process died is detected as stale and taken over; the lock is re-entrant in
 one process and gone when the command ends."""
 
@@ -81,3 +81,27 @@ def test_the_lock_needs_an_existing_folder(tmp_path):
         with lock.locked(tmp_path / "nothing"):
             pass
     assert not (tmp_path / "nothing").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate", "--task", "A", "--images", "{tmp}/imgs.npz", "--out", "{tdir}", "--quiet"],
+        ["export", "--out", "{tmp}/run", "--to", "{tdir}"],
+        ["analytic", "--task", "A", "--n", "2", "--out", "{tdir}", "--quiet"],
+    ],
+)
+def test_every_folder_a_command_writes_is_locked(argv, holder, capsys):
+    """Not only run folders: the scores of `evaluate --images`, an export's destination and the
+    analytic command's folder have the same one writer."""
+    import numpy as np
+
+    pid, tdir = holder
+    tmp = tdir.parent
+    np.savez(tmp / "imgs.npz", images=np.zeros((2, 32, 32, 3), np.uint8))
+    (tmp / "run" / "A").mkdir(parents=True)
+    (tmp / "run" / "A" / "metrics.json").write_text("{}")
+    with pytest.raises(SystemExit) as e:
+        cli.main([a.replace("{tmp}", str(tmp)).replace("{tdir}", str(tdir)) for a in argv])
+    assert e.value.code == 2 and f"is in use by pid {pid}" in capsys.readouterr().err
+    assert sorted(p.name for p in tdir.iterdir()) == ["lock.json"]  # nothing written

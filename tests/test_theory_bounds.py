@@ -16,10 +16,20 @@ def test_bound_derivation_is_the_independent_decomposition_gelbrich_and_sharp():
     r = ts.independent_rule_error_bound()
     mx, my, vx, vy = sp.symbols("m_X m_Y v_X v_Y", real=True)
     assert sp.expand(r["R_independent"] - (vx + vy + (mx - my) ** 2)) == 0
-    sx, sb, c = sp.symbols("sigma_X sigma_B c", real=True)
+    # (ii) Cauchy-Schwarz: the minimum of Var(X - lam B) is v_X - c^2 / v_B
+    vb, c = sp.symbols("v_B c", real=True)
+    assert sp.simplify(r["cauchy_schwarz"] - (vx - c**2 / vb)) == 0
+    sx, sb = sp.symbols("sigma_X sigma_B", real=True)
     assert sp.expand(r["gelbrich_slack"] - 2 * (sx * sb - c)) == 0
+    # (iii), (iv): the dropped terms are non-negative by sympy's sign rules, and they are not
+    # trivially so: with rho > 1 (r < 0) the slack would be negative
+    assert r["slack_nonnegative"] and r["positive_part_nonnegative"]
+    rr = sp.Symbol("r", positive=True)
+    assert r["slack_rho"].subs(rr, -0.5).subs({s_: 1 for s_ in r["slack_rho"].free_symbols}) < 0
+    # sharpness from the construction: W2 of the scaled law is (1 - k) sigma_f, R is the bound
+    sf, k = r["symbols"]["sigma_f"], r["symbols"]["k"]
+    assert sp.simplify(r["w2_scaled"] - (1 - k) ** 2 * sf**2) == 0
     assert r["attained"] == 0
-    sf = r["symbols"]["sigma_f"]
     assert sp.simplify(r["limit"] - 2 * sf**2) == 0
 
 

@@ -1,8 +1,10 @@
 """Re-pair and re-execute notebooks at full size: `make notebooks` (or NAMES... to pick some).
 
-Each notebook's first code cell is first rewritten from `rulelib.notebook.colab_cell()`, so the
-repository address lives in one place (rulelib.notebook.REPO_URL).  Then jupytext writes the paired
-.ipynb and executes it at full size (RULELIB_NOTEBOOK_SIZE=full), the outputs a reader sees.
+Each notebook first gets its two opening cells from rulelib.notebook: the "Open in Colab" badge
+(`badge_cell`) and the set-up cell (`colab_cell`), both written from the repository address of
+pyproject.toml's [project.urls] (rulelib.notebook.REPO_URL), so a fork changes it there and runs
+this.  Then jupytext writes the paired .ipynb and executes it at full size
+(RULELIB_NOTEBOOK_SIZE=full), the outputs a reader sees.
 
     .venv/bin/python tools/sync_notebooks.py                        # every notebook
     .venv/bin/python tools/sync_notebooks.py notebooks/02_rule_tasks.py --no-execute
@@ -17,19 +19,29 @@ import sys
 from pathlib import Path
 
 import jupytext
+from nbformat import v4
 
-from rulelib.notebook import SIZE_VARIABLE, colab_cell
+from rulelib.notebook import SIZE_VARIABLE, badge_cell, colab_cell
 
 ROOT = Path(__file__).resolve().parents[1]
+SETUP_MARK = "# Set-up:"  # how the set-up cell starts (rulelib.notebook.colab_cell)
+BADGE_MARK = "colab-badge.svg"  # what the badge cell holds (rulelib.notebook.badge_cell)
 
 
 def set_colab_cell(source: Path) -> bool:
-    """Rewrite the first code cell of a notebook's .py from the template; True if it changed."""
+    """Open a notebook's .py with the badge cell and the set-up cell, both from the templates
+    (an older set-up cell or badge anywhere in it is removed first); True if it changed."""
     nb = jupytext.read(source)
-    first = next(c for c in nb.cells if c.cell_type == "code")
-    if first.source.strip() == colab_cell().strip():
+    top = [badge_cell(source.stem), colab_cell()]
+    if [c.source.strip() for c in nb.cells[:2]] == [t.strip() for t in top]:
         return False
-    first.source = colab_cell()
+    rest = [
+        c
+        for c in nb.cells
+        if not (c.cell_type == "code" and c.source.startswith(SETUP_MARK))
+        and not (c.cell_type == "markdown" and BADGE_MARK in c.source)
+    ]
+    nb.cells = [v4.new_markdown_cell(top[0]), v4.new_code_cell(top[1]), *rest]
     jupytext.write(nb, source, fmt="py:percent")
     return True
 
@@ -52,7 +64,7 @@ def main(argv=None) -> int:
         if source.suffix != ".py" or not source.exists():
             raise SystemExit(f"{source}: expected an existing notebooks/NN_name.py")
         if set_colab_cell(source):
-            print(f"{source.name}: set-up cell rewritten from rulelib.notebook.colab_cell()")
+            print(f"{source.name}: badge and set-up cells written from rulelib.notebook")
         cmd = [sys.executable, "-m", "jupytext", "--to", "ipynb", "--set-kernel", "python3"]
         cmd += ["--update"] if args.no_execute else ["--execute"]
         subprocess.run([*cmd, str(source)], check=True, env=env, cwd=ROOT)

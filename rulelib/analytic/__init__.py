@@ -1,4 +1,4 @@
-"""Closed-form denoisers from a task's training images, from memorising to local (issue 12).
+"""Closed-form denoisers from a task's training images, from memorising to local.
 
 denoisers  EmpiricalDenoiser (exact DSM minimiser), GaussianDenoiser (affine DSM minimiser),
            LocalDenoiser (Kamb & Ganguli's local score machine, same-location or

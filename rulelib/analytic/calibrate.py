@@ -1,4 +1,4 @@
-"""The local machines' patch size per noise level, calibrated to a trained U-Net (issue 12, sec. 1).
+"""The local machines' patch size per noise level, calibrated to a trained U-Net.
 
 Kamb & Ganguli (2025) set the locality scale of their local score machines per noise level by
 matching a trained network.  Here, at ``levels`` noise levels t of the sampler's own timesteps, for

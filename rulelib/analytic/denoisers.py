@@ -1,4 +1,4 @@
-"""Closed-form denoisers computed from a task's training images (issue 12, section 1).
+"""Closed-form denoisers computed from a task's training images.
 
 Each is a callable ``eps_fn(x_t, t) -> eps`` for ``rulelib.diffusion.sample.sample``: it computes a
 clean-image estimate x0_hat(x_t, t) and returns the noise estimate that goes with it,

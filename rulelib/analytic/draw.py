@@ -1,4 +1,4 @@
-"""Draw and score a closed-form denoiser's samples like a trained run (issue 12, section 1).
+"""Draw and score a closed-form denoiser's samples like a trained run.
 
 ``draw(task, denoiser, n, out)`` builds the denoiser from the task's training set (the one the
 quick profile trains on: ``task.dataset(seed)``), samples with the quick profile's sampler (100-step
@@ -42,7 +42,8 @@ TABLE_METRICS = ("measurable_rate", "coarse_rate", "conforming_pct", "within_5pc
 
 def _sampling(task_name: str, steps: int | None):
     s = profiles.get("quick").sampling(task_name)
-    return {"method": s.method, "steps": steps or s.steps, "eta": s.eta, "clip_x0": s.clip_x0,
+    return {"method": s.method, "steps": s.steps if steps is None else steps, "eta": s.eta,
+            "clip_x0": s.clip_x0,
             "batch_size": s.batch_size}  # fmt: skip
 
 
@@ -139,7 +140,7 @@ def _agreement(unet, images, schedule, n, seed, sset, bsz, path, progress) -> di
     sampler settings and seed (e.g. results/quick/B/samples.npz): image i of both then started
     from the same x_T and saw the same step noise."""
     if str(unet).endswith(".npz"):
-        ref, meta = sampler.load_samples(unet)
+        ref, meta = sampler.load_samples(unet, given=True)  # the user's file: never "delete it"
         want = {"seed": seed, "noise_chunk": sampler.NOISE_CHUNK, **sset}
         bad = {k: (meta.get(k), v) for k, v in want.items() if meta.get(k) != v}
         if bad:

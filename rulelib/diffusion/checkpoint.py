@@ -57,6 +57,19 @@ def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
 
 
+def canonical_safetensors(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> bytes:
+    """safetensors bytes with the JSON header's keys sorted, so that equal tensors and metadata
+    give equal bytes: safetensors keeps the metadata in a hash map, whose order changes from one
+    process to the next.  The header is the 8-byte little-endian length, the JSON, and spaces up
+    to a multiple of 8 bytes (the format's alignment); the tensor bytes follow unchanged, their
+    offsets relative to the end of the header."""
+    raw = safetensors_bytes(tensors, meta)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8 : 8 + n]), sort_keys=True, separators=(",", ":"))
+    text = header.encode() + b" " * (-len(header.encode()) % 8)
+    return len(text).to_bytes(8, "little") + text + raw[8 + n :]
+
+
 def _rng_state(gen: torch.Generator) -> dict:
     np_state = np.random.get_state()  # noqa: NPY002 (the global state users seed)
     return {
@@ -141,8 +154,8 @@ def _save_checkpoint(run_dir: Path, cfg: TrainConfig, model, ema, opt, gen, epoc
     state = {"optimizer": opt.state_dict(), "rng": _rng_state(gen), "epoch": epoch, "step": step,
              **extra}  # fmt: skip
     files = {
-        "model.safetensors": lambda f: f.write(safetensors_bytes(_cpu_state(model), meta)),
-        "ema.safetensors": lambda f: f.write(safetensors_bytes(_cpu_state(ema), meta)),
+        "model.safetensors": lambda f: f.write(canonical_safetensors(_cpu_state(model), meta)),
+        "ema.safetensors": lambda f: f.write(canonical_safetensors(_cpu_state(ema), meta)),
         "state.pt": lambda f: torch.save(state, f),
         "config.json": lambda f: f.write(json.dumps(cfg.to_dict(), indent=1).encode()),
     }
@@ -244,6 +257,26 @@ def _resolve_checkpoint(run_dir_or_ckpt) -> Path:
     return ckpts[-1][1]
 
 
+def load_weights_into(cfg: TrainConfig, path: Path, model: torch.nn.Module | None = None):
+    """The weights file `path` loaded into `model` (default: a new network of cfg.preset);
+    CheckpointError naming the file when the preset is unknown or its tensors do not fit the
+    network its config.json names (a file copied from another run, say)."""
+    try:
+        model = unet.build(cfg.preset) if model is None else model
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path.parent / 'config.json'}: unknown network {cfg.preset!r} "
+                              f"({e})") from e  # fmt: skip
+    try:
+        model.load_state_dict(_load_weights(path))
+    except RuntimeError as e:  # missing, unexpected or differently shaped tensors
+        first = str(e).strip().splitlines()
+        raise CheckpointError(
+            f"{path} does not fit the {cfg.preset!r} network of its config.json "
+            f"({first[1].strip() if len(first) > 1 else first[0]}); it belongs to another run"
+        ) from e
+    return model
+
+
 def load_model(run_dir_or_ckpt, *, weights: str = "raw", device="cpu"):
     """Load a trained denoiser: (model in eval mode, TrainConfig, epoch).
 
@@ -260,10 +293,7 @@ def load_model(run_dir_or_ckpt, *, weights: str = "raw", device="cpu"):
         cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"corrupt checkpoint file {cfg_path} ({e})") from e
-    model = unet.build(cfg.preset)
-    model.load_state_dict(
-        _load_weights(ck / f"{'model' if weights == 'raw' else 'ema'}.safetensors")
-    )
+    model = load_weights_into(cfg, ck / f"{'model' if weights == 'raw' else 'ema'}.safetensors")
     m = _CKPT_RE.match(ck.name)
     epoch = int(m.group(1)) if m else int(_load_state(ck / "state.pt")["epoch"])
     return model.to(device).eval(), cfg, epoch

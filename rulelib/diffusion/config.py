@@ -15,7 +15,7 @@ from rulelib.diffusion.schedule import Schedule
 # run keeps the levers its checkpoint records unless they are set here (rulelib.diffusion.train).
 RESUME_FREE_KEYS = frozenset(
     {"epochs", "device", "compile", "bf16", "channels_last", "ckpt_every", "log_every",
-     "sample_weights", "resume_steps"}
+     "sample_weights", "resume_steps", "stop_step"}
 )  # fmt: skip
 
 
@@ -35,6 +35,9 @@ class TrainConfig:
     ckpt_every: int = 50  # epochs
     # steps between mid-epoch resume points (0: none); for runs whose one epoch is long
     resume_steps: int = 0
+    # stop once the global step reaches this, with a mid-epoch resume point there (None: run to
+    # `epochs`); a run whose one epoch is long can so be scored part way (the study's fresh arm)
+    stop_step: int | None = None
     T: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 2e-2
@@ -66,6 +69,9 @@ class TrainConfig:
         if isinstance(self.resume_steps, bool) or not isinstance(self.resume_steps, int) or \
                 self.resume_steps < 0:  # fmt: skip
             raise ValueError(f"resume_steps must be an integer >= 0, got {self.resume_steps!r}")
+        s = self.stop_step
+        if s is not None and (isinstance(s, bool) or not isinstance(s, int) or s < 1):
+            raise ValueError(f"stop_step must be None or a positive integer, got {s!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -155,31 +155,42 @@ def _diff_keys(a: dict, b: dict) -> list[str]:
 _READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
 
 
-def _refuse(path, problem: str) -> ValueError:
-    return ValueError(f"{path}: {problem}; delete it and run the same command to draw it again")
+_REDRAW = "delete it and run the same command to draw it again"
+_GIVEN = "expected a samples.npz written by rulelib's sampler (python -m rulelib sample)"
 
 
-def _check_images(path, images: np.ndarray, n: int | None, what: str) -> np.ndarray:
+def _refuse(path, problem: str, hint: str = _REDRAW) -> ValueError:
+    """A samples file that cannot be used: a run's own is redrawn once deleted; a file the user
+    gave (`given`) is theirs, and is never to be deleted on our say."""
+    return ValueError(f"{path}: {problem}; {hint}")
+
+
+def _check_images(path, images: np.ndarray, n: int | None, what: str,
+                  hint: str = _REDRAW) -> np.ndarray:  # fmt: skip
     """uint8 (n, H, W, C) images, n as recorded; else a ValueError naming the file."""
     want = f"uint8 ({'n' if n is None else n}, H, W, C)"
     ok = images.dtype == np.uint8 and images.ndim == 4
     if not ok or (n is not None and len(images) != n):
-        raise _refuse(path, f"{what} holds {images.dtype} {images.shape}, expected {want}")
+        raise _refuse(path, f"{what} holds {images.dtype} {images.shape}, expected {want}", hint)
     return images
 
 
-def load_samples(path) -> tuple[np.ndarray, dict]:
+def load_samples(path, *, given: bool = False) -> tuple[np.ndarray, dict]:
     """Read an npz written by `sample(out_path=...)`: (uint8 images, settings dict).
 
     ValueError naming the file when it is unreadable, or its images are not uint8 (n, H, W, C)
-    with the n its settings record."""
+    with the n its settings record.  given: a file the user named (not a run's own): the error
+    then says what was expected instead of asking to delete it."""
+    hint = _GIVEN if given else _REDRAW
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"])) if "meta" in z else {}
             images = z["images"]
     except _READ_ERRORS as e:
-        raise _refuse(path, f"not a readable samples file ({type(e).__name__}: {e})") from e
-    return _check_images(path, images, meta.get("n"), "the samples file"), meta
+        why = "holds Python objects or is not a numpy file" if "pickle" in str(e) else e
+        raise _refuse(path, f"not a readable samples file ({type(e).__name__}: {why})",
+                      hint) from e  # fmt: skip
+    return _check_images(path, images, meta.get("n"), "the samples file", hint), meta
 
 
 def _load_chunk(path: Path, n: int, shape: tuple[int, int, int]) -> np.ndarray:

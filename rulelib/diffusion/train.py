@@ -31,7 +31,8 @@ the pointer file `checkpoints/latest` is replaced atomically. Every checkpoint i
 training-length sweep evaluates them all. Nothing written is overwritten: a run folder is only
 ever continued. With `resume_steps` > 0 the loop also writes a mid-epoch resume point every that
 many steps (with the epoch's data order; rulelib.diffusion.checkpoint), and a resumed run starts
-from the newest of the two, at the step it holds.
+from the newest of the two, at the step it holds. With `stop_step` the loop stops at that global
+step, writing such a resume point there (a run can so be scored part way through a long epoch).
 """
 
 from __future__ import annotations
@@ -54,10 +55,10 @@ from rulelib.diffusion import levers, unet
 from rulelib.diffusion.checkpoint import (
     CheckpointError,
     _load_state,
-    _load_weights,
     _save_checkpoint,
     _set_rng_state,
     list_checkpoints,
+    load_weights_into,
     midepoch_points,
     remove_midepoch,
 )
@@ -191,6 +192,9 @@ def _prepare(cfg: TrainConfig, images_uint8, run_dir: Path, resume: bool, progre
     device = resolve_device(cfg.device)
     data_hash = _data_hash(images_uint8)
     torch.manual_seed(cfg.seed)  # the initial weights
+    # numpy's global state is stored in each checkpoint (and restored on resume); seeded here so
+    # that identical runs store identical states, and so write byte-identical checkpoints
+    np.random.seed(cfg.seed % 2**32)  # noqa: NPY002
     model = unet.build(cfg.preset).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -206,8 +210,8 @@ def _prepare(cfg: TrainConfig, images_uint8, run_dir: Path, resume: bool, progre
                 f"{ck} was trained on different data (hash {state.get('data_hash')} != "
                 f"{data_hash}); refusing to resume"
             )
-        model.load_state_dict(_load_weights(ck / "model.safetensors"))
-        ema.load_state_dict(_load_weights(ck / "ema.safetensors"))
+        load_weights_into(cfg, ck / "model.safetensors", model)  # CheckpointError if it misfits
+        load_weights_into(cfg, ck / "ema.safetensors", ema)
         _set_rng_state(state["rng"], gen)
         epoch, step = int(state["epoch"]), int(state["step"])
         perm = state.get("perm")  # a mid-epoch point: the rest of this epoch's order
@@ -248,6 +252,7 @@ def _prepare(cfg: TrainConfig, images_uint8, run_dir: Path, resume: bool, progre
         "compile": lev.compile, "compile_rejected": rejected, "channels_last": lev.channels_last,
         "threads": lev.threads, "levers": lev.name, "levers_how": how["how"],
         "levers_figures": how["figures"], "levers_seconds": how["seconds"],
+        "levers_why": how.get("why"),
         "start_epoch": epoch, "start_step": step,
     }  # fmt: skip
     return _Run(device, model, ema, opt, gen, step_fn, schedule, data, data_hash, lev, epoch,
@@ -360,9 +365,17 @@ def _loop(r: _Run, cfg: TrainConfig, run_dir: Path, progress: bool, time_limit_s
                     seen_total += seen
                     loss_sum.zero_()
                     n_logged, seen, t_log = 0, 0, now
-                if cfg.resume_steps and step % cfg.resume_steps == 0 and i + cfg.batch_size < n:
+                stop = step == cfg.stop_step  # a mid-epoch stop, with its resume point
+                if (stop or cfg.resume_steps and step % cfg.resume_steps == 0) and \
+                        i + cfg.batch_size < n:  # fmt: skip
                     check_finite()
+                    t_end = time.perf_counter()
                     _save(r, cfg, run_dir, epoch, step, perm)
+                    if stop:
+                        finished = False
+                        break
+            if not finished:
+                break
             epoch += 1
             check_finite()
             t_end = time.perf_counter()

@@ -17,6 +17,11 @@ Presets (`build(name)`):
 - "small": diffusers' `UNet2DModel`, channels 32-48-64, one ResNet block per level, attention at
   the lowest level (8^2) and in the mid block, about 0.95 M parameters: the CPU preset.
 - "tiny": diffusers' `UNet2DModel`, channels 16-32, for unit tests only (about 0.18 M).
+- "narrow" and "wide": "small" at half and twice its channels (16-24-32, about 0.24 M; 64-96-128,
+  about 3.8 M parameters), for the study's width arm.
+- "dit": a DiT (Peebles & Xie 2023) from diffusers (`DiTTransformer2DModel`): 4x4 patches (64
+  tokens), 4 blocks of width 128 with 4 heads and adaLN-zero time conditioning, about 1.4 M
+  parameters; the study's transformer denoiser.
 """
 
 from __future__ import annotations
@@ -182,6 +187,32 @@ _DIFFUSERS_COMMON = dict(
     attention_head_dim=16,
 )
 
+
+class DiTEps(nn.Module):
+    """Adapts diffusers' `DiTTransformer2DModel` to model(x, t) -> eps, unconditionally: every
+    image gets class 0 of a one-class label table and the label dropout (classifier-free
+    guidance's null class) is switched off, so the label embedding is a learned constant."""
+
+    def __init__(self, **dit_kwargs):
+        super().__init__()
+        from diffusers import DiTTransformer2DModel  # imported here: diffusers is slow to import
+        from diffusers.models.embeddings import LabelEmbedding
+
+        self.net = DiTTransformer2DModel(**dit_kwargs)
+        for m in self.net.modules():
+            if isinstance(m, LabelEmbedding):
+                m.dropout_prob = 0.0
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        labels = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return self.net(x, timestep=t, class_labels=labels, return_dict=False)[0]
+
+
+_SMALL_BLOCKS = {
+    "down_block_types": ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+    "up_block_types": ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+}
+
 PRESETS: dict[str, dict] = {
     "paper": {"kind": "paper"},
     "small": {
@@ -198,6 +229,29 @@ PRESETS: dict[str, dict] = {
         "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
         "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
     },
+    "narrow": {
+        "kind": "diffusers",
+        **_DIFFUSERS_COMMON,
+        "block_out_channels": (16, 24, 32),
+        **_SMALL_BLOCKS,
+    },
+    "wide": {
+        "kind": "diffusers",
+        **_DIFFUSERS_COMMON,
+        "block_out_channels": (64, 96, 128),
+        **_SMALL_BLOCKS,
+    },
+    "dit": {
+        "kind": "dit",
+        "sample_size": 32,
+        "in_channels": 3,
+        "out_channels": 3,
+        "patch_size": 4,
+        "num_layers": 4,
+        "num_attention_heads": 4,
+        "attention_head_dim": 32,
+        "num_embeds_ada_norm": 1,
+    },
 }
 
 
@@ -210,6 +264,8 @@ def build(preset: str) -> nn.Module:
     kind = spec.pop("kind")
     if kind == "paper":
         return PaperUNet()
+    if kind == "dit":
+        return DiTEps(**spec)
     return DiffusersEps(**spec)
 
 

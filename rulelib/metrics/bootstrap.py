@@ -1,7 +1,7 @@
 """The rule report: every metric with a percentile-bootstrap CI, selection-bias bounds, rejections.
 
 ``rule_report`` computes the paper's metrics on the measurable images (as the paper did) and,
-because the measurable images may be a biased subset (issue 11), also bounds on the
+because the measurable images may be a biased subset (generated images), also bounds on the
 rule-conforming and within-+-5 % shares over *all* images: unmeasurable images counted as
 violating (lower bound) and as conforming (upper bound).  The true share over all images lies
 between them whatever the unmeasurable images hold.  With the measurement's ``reasons`` it also
@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
+from scipy.stats import binomtest
 
 from rulelib.metrics.rules import (
     TRIM_MODES,
@@ -166,9 +167,11 @@ def rule_report(
     rng = np.random.default_rng(seed)
     p_hat = m / n
 
-    def share(p):  # a mean of n Bernoulli flags, its CI by exact binomial resampling
-        ci = _ci(rng.binomial(n, p, n_boot) / n, level) if n_boot else None
-        return {"value": float(p), "ci": ci}
+    def share(p):  # a mean of n Bernoulli flags: its exact (Clopper-Pearson) CI
+        # the binomial resamples are still drawn, so that every other metric's resamples (and
+        # CIs) stay those of the results computed before the shares' CIs were exact
+        rng.binomial(n, p, n_boot)
+        return {"value": float(p), "ci": share_ci(round(p * n), n, level) if n_boot else None}
 
     report = {
         "task": str(getattr(task, "name", "")),
@@ -210,7 +213,23 @@ def rule_report(
         ci = _ci(np.concatenate(boot[name]), level) if n_boot else None
         value = _num(point[name][0])
         report[name] = {"value": value, "ci": ci if value is not None else None}
+    # the shares of the m measurable images: exact binomial CIs, which the percentile bootstrap
+    # is not at 0 and 100 % (0 of 32 gave [0, 0]; Clopper-Pearson: [0, 10.9] %)
+    shares = [("coarse_rate", coarse, 1.0), ("conforming_pct", conforming(x, y, k), 100.0)]
+    shares += [(f"within_{round(t * 100)}pct", within(x, y, k, t), 100.0) for t in WITHIN_TOLS]
+    for name, hits, scale in shares:
+        if n_boot and report.get(name, {}).get("value") is not None:
+            report[name]["ci"] = [scale * v for v in share_ci(int(np.sum(hits)), m, level)]
     return report
+
+
+def share_ci(k: int, n: int, level: float = 0.95) -> list[float]:
+    """Exact (Clopper-Pearson) CI of a share of k hits in n trials (scipy.stats.binomtest); at
+    k = 0 the upper end is 1 - (alpha / 2)^(1/n), e.g. 1.4 % for 0 of 256, not 0."""
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
+    return [float(ci.low), float(ci.high)]
 
 
 def _pct(entry: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Memorisation: is a generated image a copy of a training image?  (issue 12, section 2)
+"""Memorisation: is a generated image a copy of a training image?
 
 For each generated image we find its nearest and second-nearest training images in pixel space:
 the Euclidean distance over the 3 x 32 x 32 values scaled to the model's range [-1, 1]
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from rulelib import metrics
+from rulelib.metrics.bootstrap import share_ci
 
 COPY_RATIO = 1.0 / 3.0  # d_1 / d_2 below this: a copy (see the module docstring)
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -133,11 +134,16 @@ def memorisation_report(
     copy = copy_flags(d, ratio)
     d1 = d[:, 0]
 
+    def copy_ci(copy):
+        # exact binomial CI (0 copies of 256: [0, 1.4 %], where the bootstrap gave [0, 0]); the
+        # bootstrap is still drawn so that the later CIs keep the resamples they had
+        boot_ci(copy.astype(float), np.mean, n_boot, rng)
+        return share_ci(int(copy.sum()), len(copy)) if n_boot and len(copy) else None
+
     def block(d1, copy):
         return {
             "n": int(len(d1)),
-            "copy_rate": {"value": float(copy.mean()),
-                          "ci": boot_ci(copy.astype(float), np.mean, n_boot, rng)},
+            "copy_rate": {"value": float(copy.mean()), "ci": copy_ci(copy)},
             "n_copies": int(copy.sum()),
             "nearest": {**_quantiles(d1), "median": float(np.median(d1)),
                         "median_ci": boot_ci(d1, np.median, n_boot, rng)},

@@ -22,6 +22,7 @@ CPU; paper: GPU).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import asdict
@@ -71,10 +72,26 @@ def get_classifier(
     it."""
     path = Path(mdir) / f"clf_{arch}.safetensors"
     kind = "noisy" if arch in C.NOISY_ARCHS else "pixel"
+    want = {"epochs": epochs, "batch_size": batch_size, "seed": seed,
+            "arch_kwargs": dict(arch_kwargs or {}), "images": len(images)}  # fmt: skip
     if path.exists():
         model, info = C.load_classifier(path, task=task, kind=kind, device=device)
-        _say(f"[{task.name}] classifier {arch}: loaded {path}", quiet)
-        return model, info
+        cfg = info.get("config", {})
+        had = {**{k: cfg.get(k) for k in ("epochs", "batch_size", "seed", "arch_kwargs")},
+               "images": info.get("n_train", 0) + info.get("n_test", 0)}  # fmt: skip
+        if json.loads(json.dumps(had)) == json.loads(json.dumps(want)):  # as stored (lists)
+            _say(f"[{task.name}] classifier {arch}: loaded {path}", quiet)
+            return model, info
+        # trained with other settings (another seed, profile or contrastive set): kept aside
+        aside, i = path.with_name(f"{path.stem}_seed{had['seed']}_{had['epochs']}ep.safetensors"), 1
+        while aside.exists():
+            i += 1
+            aside = aside.with_name(f"{path.stem}_seed{had['seed']}_{had['epochs']}ep_{i}"
+                                    ".safetensors")  # fmt: skip
+        os.replace(path, aside)
+        changed = sorted(k for k in want if had.get(k) != want[k])
+        _say(f"[{task.name}] classifier {arch} was trained with other {', '.join(changed)}: "
+             f"moved to {aside.name}, retrained", quiet)  # fmt: skip
     cfg = C.ClassifierConfig(
         arch=arch,
         epochs=epochs,

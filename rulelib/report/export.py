@@ -30,8 +30,7 @@ def export_results(run_dir, dest, *, max_samples: int = 512) -> list[Path]:
     and the first `max_samples` generated images as a compressed samples.npz (a few MB at most);
     the run's report.md.  No checkpoints, classifier weights or guided samples."""
     run_dir, dest = Path(run_dir), Path(dest)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    check_destination(run_dir, dest)
     copied = []
     for tdir in sorted(p for p in run_dir.iterdir() if (p / "metrics.json").exists()):
         for name in EXPORT_FILES:
@@ -55,3 +54,24 @@ def export_results(run_dir, dest, *, max_samples: int = 512) -> list[Path]:
     if not copied:
         raise FileNotFoundError(f"{run_dir} has no finished task (no */metrics.json) to export")
     return copied
+
+
+def check_destination(run_dir, dest) -> None:
+    """Refuse, before anything is written, a missing run folder and a destination that would
+    overwrite a run: the run folder itself or a folder inside it, or a folder whose task
+    sub-folders are a run's (they hold checkpoints; an export holds none)."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    src, dst = run_dir.resolve(), dest.resolve()
+    if dst == src or src in dst.parents:
+        raise ValueError(
+            f"export destination {dest} is the run folder {run_dir} or inside it; writing there "
+            "would overwrite the run's own files: choose a destination outside it"
+        )
+    runs = sorted(p.parent.name for p in dst.glob("*/checkpoints") if p.is_dir())
+    if runs:
+        raise ValueError(
+            f"export destination {dest} holds a run (its task folders {runs} have checkpoints); "
+            "exporting there would overwrite that run's results: choose another destination"
+        )

@@ -11,12 +11,17 @@ from rulelib.metrics import format_table
 from rulelib.mitigation import tables as mitigation_tables
 
 
-def metrics_tables(entries: Mapping[str, Mapping]) -> str:
+def metrics_tables(entries: Mapping[str, Mapping], ruler_key: str | None = None) -> str:
     """Our numbers beside the paper's (rulelib.metrics.format_table): generated, then training.
 
-    `entries` maps task name -> metrics.json payload ("generated", "train": rule_reports).
+    `entries` maps task name -> metrics.json payload ("generated", "train": rule_reports);
+    ruler_key: read them under entry[ruler_key] instead ("paper_ruler": the paper's ruler).
     """
     parts = []
+    if ruler_key is not None:
+        entries = {t: e[ruler_key] for t, e in entries.items() if e.get(ruler_key)}
+        if not entries:
+            return ""
     for kind, heading in (("generated", "Generated images"), ("train", "Training images")):
         reports = {t: e[kind] for t, e in entries.items() if e.get(kind)}
         if reports:
@@ -139,8 +144,10 @@ def task_markdown(
     lines.append("")
     if tables:
         lines.append(metrics_tables({t: entry}))
+        lines.append(paper_ruler_tables({t: entry}))
     for name, caption in (
         ("scatter.png", "training (blue) vs generated (red)"),
+        ("scatter_paper.png", "the same, read with the paper's ruler"),
         ("samples.png", "generated samples"),
         ("sweep.png", "rule metrics against training epoch"),
     ):
@@ -179,6 +186,7 @@ def report_markdown(
         "measured by the same sub-pixel measurement as the generated ones.",
         "",
         metrics_tables(entries),
+        paper_ruler_tables(entries),
     ]
     if limits:
         out += ["## What this profile can and cannot show", "", limits, ""]
@@ -191,6 +199,20 @@ def report_markdown(
             task_markdown(entry, figure_prefix=f"{entry['task']}/", tables=False, task_dir=tdir)
         )
     return "\n".join(out)
+
+
+def paper_ruler_tables(entries: Mapping[str, Mapping]) -> str:
+    """The tables of the same images read with the paper's ruler (metrics.json's "paper_ruler",
+    rulelib.tasks.paper_ruler), under a heading that says so; '' when no entry has them."""
+    body = metrics_tables(entries, ruler_key="paper_ruler")
+    if not body:
+        return ""
+    return (
+        "### Read with the paper's ruler\n\n"
+        "The same images measured as the paper measured them (OpenCV contours on a 128 px area "
+        "upscale, docs/rulers.md) and fitted as it did (2.5–97.5 % trimming of x and y); "
+        "images it does not find are dropped.\n\n" + body
+    )
 
 
 def mitigation_summary(run_dir, entries: Mapping) -> str:

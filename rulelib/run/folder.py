@@ -26,7 +26,12 @@ from rulelib import atomic, provenance, tasks
 from rulelib.device import resolve_device
 from rulelib.diffusion import checkpoint
 from rulelib.diffusion import sample as sampler
+from rulelib.run import overrides as profile_overrides
 from rulelib.run import profiles
+
+# Seeds are 32-bit: numpy's legacy global seeding takes no more, and the code adds offsets to a
+# seed (fresh reference images: seed + 7919), which must stay inside torch's 64-bit seeds.
+MAX_SEED = 2**32 - 1
 
 
 class RunError(ValueError):
@@ -64,19 +69,27 @@ def resolve(
     progress: bool = True,
     quiet: bool = False,
     command: str = "",
+    overrides: dict | None = None,
 ) -> RunSettings:
     """RunSettings of a command: the profile and seed given, else those the first of the tasks'
-    folders was made with, else `auto` and 0; the device through rulelib.device.resolve_device.
-    Every value is checked here, before anything in the run folder is touched."""
+    folders was made with, else `auto` and 0; the profile's settings changed by `overrides`
+    (rulelib.run.overrides: --set, --config), else by the folder's own; the device through
+    rulelib.device.resolve_device. Every value is checked here, before anything in the run
+    folder is touched."""
     made = next(
-        (atomic.read_json(p) for t in task_names if (p := Path(out) / t / "profile.json").exists()),
+        (_read_identity(Path(out) / t) for t in task_names
+         if (Path(out) / t / "profile.json").exists()),
         {},
-    )
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    )  # fmt: skip
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                             or not 0 <= seed <= MAX_SEED):  # fmt: skip
+        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
     return RunSettings(
         out=Path(out),
-        profile=profiles.get(profile or made.get("profile", "auto")),
+        profile=profile_overrides.apply(
+            profiles.get(profile or made.get("profile", "auto")),
+            made.get("overrides", {}) if overrides is None else overrides,
+        ),
         seed=int(made.get("seed", 0) if seed is None else seed),
         device=resolve_device(str(device)),
         progress=progress,
@@ -99,8 +112,10 @@ def record_identity(tdir: Path, profile: profiles.Profile, seed: int) -> None:
     now = json.loads(json.dumps(profile.to_dict()))  # as read back (tuples become lists)
     if not pfile.exists():
         data = _data_source(tdir)
+        changed = {"overrides": now["overrides"]} if profile.overrides else {}
         atomic.write_json(
-            pfile, {"profile": profile.name, "seed": seed, "data": data, "settings": now}
+            pfile,
+            {"profile": profile.name, "seed": seed, **changed, "data": data, "settings": now},
         )
         return
     old = check_identity(tdir, profile, seed)
@@ -117,6 +132,16 @@ def check_identity(tdir: Path, profile: profiles.Profile, seed: int) -> dict:
         raise RunError(
             f"{tdir} was made with profile {old.get('profile')!r} seed {old.get('seed')}, "
             f"not profile {profile.name!r} seed {seed}; use another --out or the same settings"
+        )
+    made, now = old.get("overrides", {}), json.loads(json.dumps(profile.overrides))
+    if made != now:
+        said = [
+            "the profile's own settings" if not d else " ".join(f"{k}={v}" for k, v in d.items())
+            for d in (made, now)
+        ]
+        raise RunError(
+            f"{tdir} was made with {said[0]}, not {said[1]}; use another --out, or the folder's "
+            "own settings (a command without --set and --config takes them)"
         )
     data = _data_source(tdir)
     if old.get("data", data) != data:  # folders made before "data" was recorded: rulelib's own
@@ -135,18 +160,50 @@ def _data_source(tdir: Path) -> str:
 def run_identity(tdir) -> tuple[profiles.Profile, int]:
     """(profile, seed) a task folder was made with; RunError when the folder is not a run."""
     info = _read_identity(Path(tdir))
-    return profiles.get(info["profile"]), int(info["seed"])
+    profile = profile_overrides.apply(profiles.get(info["profile"]), info.get("overrides", {}))
+    return profile, int(info["seed"])
 
 
 def _read_identity(tdir: Path) -> dict:
-    """tdir/profile.json; RunError naming the command to run when the folder is not a run."""
+    """tdir/profile.json; RunError naming the command to run when the folder is not a run, and
+    naming the file when it does not hold a profile name and an integer seed (edited by hand)."""
     pfile = tdir / "profile.json"
     if not pfile.exists():
         raise RunError(
             f"{tdir} is not a run folder of rulelib (no profile.json); run "
             f"`python -m rulelib train --task {tdir.name} --out {tdir.parent}` first"
         )
-    return atomic.read_json(pfile)
+    info = atomic.read_json(pfile)
+    if not isinstance(info, dict):
+        raise RunError(f"{pfile} holds a {type(info).__name__}, expected a JSON object with "
+                       "'profile' and 'seed'; restore it or use another --out")  # fmt: skip
+    seed, name = info.get("seed"), info.get("profile")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise RunError(f"{pfile}: seed {seed!r} is not an integer in [0, {MAX_SEED}]; restore "
+                       "it or use another --out")  # fmt: skip
+    if name not in profiles.PROFILES:
+        raise RunError(f"{pfile}: profile {name!r} is not one of {sorted(profiles.PROFILES)}; "
+                       "restore it or use another --out")  # fmt: skip
+    return info
+
+
+def check_scores_folder(out_dir, task: str) -> None:
+    """Where `evaluate --images` may write the scores of `task`: not a run's task folder (its
+    metrics.json, report.md and figures are the run's own) and not a folder holding the scores
+    of another task; RunError naming the folder otherwise, before anything is written."""
+    out_dir = Path(out_dir)
+    if (out_dir / "profile.json").exists() or (out_dir / "checkpoints").exists():
+        raise RunError(
+            f"--out {out_dir} is a run's task folder; scoring other images there would replace "
+            "the run's metrics.json, report.md and figures: choose another --out"
+        )
+    mfile = out_dir / "metrics.json"
+    old = atomic.read_json(mfile) if mfile.exists() else {}
+    if isinstance(old, dict) and old.get("task", task) != task:
+        raise RunError(
+            f"--out {out_dir} holds the scores of task {old['task']}, not {task}; choose another "
+            "--out"
+        )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ what was expected: a file that is not an image, a PNG of another size, an array 
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 SHAPE = (32, 32, 3)
+IMAGE_BYTES = 32 * 32 * 3  # one uint8 image of the tasks
 
 
 def load_images(path) -> np.ndarray:
@@ -38,37 +40,64 @@ def load_images(path) -> np.ndarray:
 
 
 def _read_array(path: Path) -> np.ndarray:
+    """The images array of an .npy or .npz; ValueError naming the file when it is not a numpy
+    file (a text file, say), holds Python objects (never unpickled: a file from elsewhere could
+    run code) or has no single images array."""
     try:
         if path.suffix.lower() == ".npy":
             return np.load(path, allow_pickle=False)
         with np.load(path, allow_pickle=False) as z:
-            if "images" in z:
-                return z["images"]
-            four_d = [k for k in z.files if z[k].ndim == 4]
-            if len(four_d) != 1:
-                raise ValueError(
-                    f"{path} has no 'images' array and {len(four_d)} 4-D arrays "
-                    f"({z.files}); expected one array of shape (n, 32, 32, 3)"
-                )
-            return z[four_d[0]]
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: not a readable numpy file ({type(e).__name__}: {e})") from e
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        # numpy's own words for both a text file and an object array are advice to unpickle it
+        numpy_file = zipfile.is_zipfile(path) or path.read_bytes()[:6] == b"\x93NUMPY"
+        what = ("it holds Python objects, which are never unpickled (a file from elsewhere "
+                "could run code)" if isinstance(e, ValueError) and numpy_file
+                else f"not a numpy file ({type(e).__name__})")  # fmt: skip
+        raise ValueError(
+            f"{path}: {what}; expected an .npz/.npy holding uint8 or float images of shape "
+            "(n, 32, 32, 3)"
+        ) from e
+    if "images" in arrays:
+        return arrays["images"]
+    four_d = [k for k, v in arrays.items() if v.ndim == 4]
+    if len(four_d) != 1:
+        raise ValueError(
+            f"{path} has no 'images' array and {len(four_d)} 4-D arrays ({list(arrays)}); "
+            "expected one array of shape (n, 32, 32, 3)"
+        )
+    return arrays[four_d[0]]
 
 
 def _read_png(path: Path) -> np.ndarray:
     """One PNG as uint8 (32, 32, 3); ValueError naming the file when it is not an image or of
-    another size."""
+    another size (checked from its header, before its pixels are decoded: a huge image is
+    refused, not decompressed).  16-bit images are scaled to 8 bits (v / 257), not clipped."""
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
+            if im.size != SHAPE[:2]:
+                raise ValueError(
+                    f"{path}: a {im.size[0]}x{im.size[1]} image; expected 32x32 pixels like the "
+                    "images of the tasks"
+                )
+            arr = _rgb8(im, path)
+    except Image.DecompressionBombError as e:  # raised by open() itself, from the header
+        raise ValueError(f"{path}: a huge image ({e}); expected 32x32 pixels") from e
     except (UnidentifiedImageError, OSError, SyntaxError) as e:  # PIL raises all three
         raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
-    if arr.shape != SHAPE:
-        raise ValueError(
-            f"{path}: a {arr.shape[1]}x{arr.shape[0]} image; expected 32x32 pixels like the "
-            "images of the tasks"
-        )
     return arr
+
+
+def _rgb8(im: Image.Image, path: Path) -> np.ndarray:
+    """uint8 RGB pixels of a PIL image.  PIL's convert("RGB") clips the 16-bit (and 32-bit
+    integer) grey modes at 255, which turns a 16-bit PNG white; they are scaled here instead."""
+    if im.mode.startswith("I"):  # "I;16", "I;16B", "I" (16-bit PNGs open as one of these)
+        grey = np.asarray(im).astype(np.float64)
+        if grey.min() < 0 or grey.max() > 65535:
+            raise ValueError(f"{path}: pixel values outside 0..65535 in a {im.mode} image")
+        grey = np.round(grey / 257).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.asarray(im.convert("RGB"))
 
 
 def _to_uint8(arr: np.ndarray, path) -> np.ndarray:
@@ -93,3 +122,24 @@ def check_images(images) -> np.ndarray:
             f"expected uint8 images of shape (n, 32, 32, 3), got {images.dtype} {images.shape}"
         )
     return images
+
+
+def memory_bytes() -> int:
+    """The machine's physical memory in bytes (0 where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return 0
+
+
+def check_image_count(n: int) -> int:
+    """n images must fit in memory twice (the samples are gathered into one array, then
+    written): ValueError naming n and the machine's memory otherwise.  Returns n."""
+    have = memory_bytes()
+    need = 2 * int(n) * IMAGE_BYTES
+    if have and need > have:
+        raise ValueError(
+            f"{n} images of 32x32x3 need {need / 2**30:.1f} GiB in memory, more than this "
+            f"machine's {have / 2**30:.1f} GiB; expected at most {have // (2 * IMAGE_BYTES)}"
+        )
+    return int(n)

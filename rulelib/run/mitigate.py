@@ -22,6 +22,7 @@ from rulelib.mitigation import filtering, pipeline
 from rulelib.mitigation import guidance as G
 from rulelib.mitigation.settings import settings_for
 from rulelib.mitigation.tables import filter_table
+from rulelib.run import folder
 from rulelib.run.folder import RunSettings
 from rulelib.run.images import load_images
 from rulelib.run.lock import locked
@@ -49,10 +50,12 @@ def filter_samples(
     table and writes mitigation/filter_<arch>.json.  Returns the filter report."""
     task = tasks.get(task_name)
     tdir = run.task_dir(task.name)
+    folder.check_identity(tdir, run.profile, run.seed)  # the run's own profile and seed only
     path = Path(images) if images else tdir / "samples.npz"
     if not path.exists():
         raise FileNotFoundError(f"no generated images at {path}; sample first or pass --images")
-    gen = sampler.load_samples(path)[0] if path.suffix == ".npz" else load_images(path)
+    # the user's images: the loader of `evaluate --images`; the run's own: the samples reader
+    gen = load_images(path) if images else sampler.load_samples(path)[0]
     mdir = tdir / "mitigation"
     mdir.mkdir(parents=True, exist_ok=True)
     with locked(tdir, command=run.command, say=run.say):
@@ -70,6 +73,19 @@ def filter_samples(
     return rep
 
 
+def _check_steps(method: str, steps: int | None, T: int) -> None:
+    """--steps belongs to DDIM (1 .. T); DDPM takes every one of the T steps."""
+    if steps is None:
+        return
+    if method != "ddim":
+        raise ValueError(
+            f"--steps {steps} is for the DDIM sampler; the {method} sampler takes all T = {T} "
+            "steps (add --method ddim, or leave --steps out)"
+        )
+    if not 1 <= steps <= T:
+        raise ValueError(f"--steps {steps}: expected DDIM steps in 1 .. T = {T}")
+
+
 def guide(
     run: RunSettings, task_name: str, *, scale: float, arch="cheap", classifier=None,
     schedule="linear", last_k=20, grad_at="x_t", method=None, steps=None, n=None, n_boot=1000,
@@ -82,8 +98,10 @@ def guide(
     G.weights(schedule, scale, last_k=last_k)  # a bad scale or schedule fails before any work
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"n must be a positive integer, got {n!r}")
+    folder.check_identity(tdir, run.profile, run.seed)  # the run's own profile and seed only
     sampling = run.profile.sampling(task.name)
     model, cfg, _ = checkpoint.load_model(tdir, weights=sampling.weights, device=run.device)
+    _check_steps(method or sampling.method, steps, cfg.T)  # before a classifier is trained
     mdir = tdir / "mitigation"
     (mdir / "guided").mkdir(parents=True, exist_ok=True)
     with locked(tdir, command=run.command, say=run.say):

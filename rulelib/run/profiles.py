@@ -5,14 +5,14 @@ A profile turns a task name into the two things a run needs:
     profile.train_config(task, seed, device)  ->  rulelib.diffusion.config.TrainConfig
     profile.sampling(task)                    ->  SamplingSettings (method, steps, eta, weights, n)
 
-Three profiles (docs/paper.md section 4 and issue 3 "Profiles"):
+Three profiles (docs/paper.md section 4):
 
     smoke   CI: seconds per task.  The smallest U-Net, 64 training images, two epochs, DDIM
             with 5 steps, 32 samples.  Shows that the pipeline runs, nothing about rules.
     quick   the README's main job on a 2-core CPU: all four tasks in about 45 minutes.  The
             small U-Net, EMA weights, a larger learning rate, ancestral-like DDIM (eta = 1,
-            100 steps), a few hundred samples; the choices follow the calibration notes of
-            issue 3 (QUICK_NOTES below).
+            100 steps), a few hundred samples; the choices follow the calibration notes
+            below (QUICK_NOTES).
     paper   GPU: the paper's settings -- the 23 M "paper" U-Net, AdamW 3e-4 constant, batch 16,
             the paper's epochs (400/800/1600/1000), raw weights, DDPM ancestral 1000 steps,
             3000 (A) / 6000 (B-D) samples.
@@ -87,6 +87,9 @@ class Profile:
     limits: str  # the honest paragraph of report.md: what this profile can and cannot show
     extra: dict = field(default_factory=dict)  # further TrainConfig fields (e.g. bf16)
     sampling_clip_x0: bool = False  # clip each step's clean-image prediction (sample.clip_eps)
+    # the user's changes to the named profile (rulelib.run.overrides: --set, --config); empty for
+    # the profile as defined here
+    overrides: dict = field(default_factory=dict)
 
     def _per_task(self, table: dict[str, int], task: str) -> int:
         tasks.get(task)  # a registered task, or ValueError naming the valid ones
@@ -153,10 +156,13 @@ class Profile:
         )
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not d["overrides"]:  # as recorded before overrides existed
+            del d["overrides"]
+        return d
 
 
-# Calibration behind `quick` (issue 3): a ~1 M-parameter diffusers UNet2DModel trained 15 min
+# Calibration behind `quick`: a ~1 M-parameter diffusers UNet2DModel trained 15 min
 # on Task A (1100 steps of batch 64, lr 1e-3, ~78 images/s on a 2-core CPU) drew sun, pole and
 # shadow on the correct side, but 50-step deterministic DDIM from the raw weights gave grey,
 # noisy backgrounds.  Hence: EMA weights (averaging removes the step-to-step jitter of a high

@@ -35,6 +35,7 @@ from rulelib.mitigation import pipeline
 from rulelib.run import folder, images
 from rulelib.run.folder import RunError, RunSettings
 from rulelib.run.lock import locked
+from rulelib.tasks import rulers
 
 
 def task_lock(run: RunSettings, task: str):
@@ -136,6 +137,7 @@ def sample(run: RunSettings, task: str, *, n: int | None = None) -> np.ndarray:
     profile's) is checked before anything moves."""
     settings = run.profile.sampling(task)
     n = settings.n if n is None else _positive_int(n, "n (the number of samples)")
+    images.check_image_count(n)  # before old samples are moved aside: they must fit in memory
     tdir = run.task_dir(task)
     folder.check_identity(tdir, run.profile, run.seed)  # a clear error when never trained here
     with task_lock(run, task):
@@ -155,7 +157,7 @@ def sample(run: RunSettings, task: str, *, n: int | None = None) -> np.ndarray:
 
 def evaluate_images(
     task_name, imgs, out_dir, *, seed=0, n_boot=1000, train_images=None, extra=None, limits="",
-    grid_title="",
+    grid_title="", measurement="both",
 ) -> dict:  # fmt: skip
     """Measure `imgs`, score them beside the training set, write metrics.json, figures, report.md.
 
@@ -163,36 +165,59 @@ def evaluate_images(
     are measured for the training columns and are the reference of the memorisation columns
     (rulelib.metrics.memorisation: nearest-training distances, copy rate, the novel images' rule
     metrics).  extra: further entries of metrics.json (profile, sampling, provenance...).
+    measurement: "exact", "paper" or "both" (rulelib.tasks.rulers.rulers_for): the first ruler's
+    numbers sit at the top level ("generated", "train", memorisation; "ruler" names it), the
+    paper's ruler's also under "paper_ruler", with its own scatter_paper.png.
     Returns the entry.
     """
     task = tasks.get(task_name)
+    chosen = rulers.rulers_for(task, measurement)
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     imgs = images.check_images(imgs)
-    feats, ok, reasons = task.measure_with_reasons(imgs)
     if train_images is None:
         train_images = task.dataset(seed)[0]
-    train = task.measure(train_images)
+    scored = {r: _score(task, imgs, train_images, r, n_boot, seed) for r in chosen}
+    feats, ok, train, gen_report, train_report = scored[chosen[0]]
     entry = {
         "task": task_name,
         "title": getattr(task, "title", ""),
         **(extra or {}),
-        "generated": metrics.rule_report(
-            task, feats, ok, n_boot=n_boot, seed=seed, reasons=reasons
-        ),
-        "train": metrics.rule_report(task, *train, n_boot=n_boot, seed=seed),
+        "ruler": chosen[0],
+        "generated": gen_report,
+        "train": train_report,
         **memorisation.memorisation_columns(
             task, imgs, train_images, feats, ok, n_boot=n_boot, seed=seed
         ),
     }
     title = f"Task {task_name} ({entry['title']}): training vs generated"
+    if "paper" in chosen:
+        p_feats, p_ok, p_train, p_gen, p_tr = scored["paper"]
+        entry["paper_ruler"] = {
+            "ruler": "paper", "options": rulers.paper_ruler.DEFAULT.label,
+            "trim": rulers.TRIM["paper"], "generated": p_gen, "train": p_tr,
+        }  # fmt: skip
+        report.save_scatter(task, p_train, (p_feats, p_ok), out_dir / "scatter_paper.png",
+                            f"{title} (the paper's ruler)")  # fmt: skip
     report.save_scatter(task, train, (feats, ok), out_dir / "scatter.png", title)
     report.save_sample_grid(imgs, out_dir / "samples.png", title=grid_title)
     entry.setdefault("timings_s", {})["evaluate"] = round(time.perf_counter() - t0, 1)
     return _write_entry(out_dir, entry, limits)
 
 
-RESULT_FILES = ("scatter.png", "samples.png", "sweep.png", "mitigation/mitigation.md")
+RESULT_FILES = ("scatter.png", "scatter_paper.png", "samples.png", "sweep.png",
+                "mitigation/mitigation.md")  # fmt: skip
+
+
+def _score(task, imgs, train_images, ruler, n_boot, seed):
+    """(features, ok, (train features, ok), generated report, train report) of one ruler, each
+    read with its own fit (rulelib.tasks.rulers.TRIM)."""
+    reasons = {}
+    feats, ok = rulers.measure(task, imgs, ruler, reasons=reasons)
+    train = rulers.measure(task, train_images, ruler)
+    kw = {"n_boot": n_boot, "seed": seed, "trim": rulers.TRIM[ruler]}
+    gen = metrics.rule_report(task, feats, ok, reasons=reasons, **kw)
+    return feats, ok, train, gen, metrics.rule_report(task, *train, **kw)
 
 
 def _write_entry(out_dir: Path, entry: dict, limits: str) -> dict:
@@ -212,8 +237,9 @@ def _update_entry(run: RunSettings, task: str, **changes) -> dict | None:
     return _write_entry(run.task_dir(task), entry, run.profile.limits)
 
 
-def evaluate(run: RunSettings, task: str) -> dict:
-    """Score task_dir/samples.npz (measure, metrics, figures, metrics.json, report.md)."""
+def evaluate(run: RunSettings, task: str, measurement: str = "both") -> dict:
+    """Score task_dir/samples.npz (measure, metrics, figures, metrics.json, report.md) with the
+    rulers ``measurement`` names (evaluate_images)."""
     tdir = run.task_dir(task)
     folder.check_identity(tdir, run.profile, run.seed)
     path = tdir / "samples.npz"
@@ -243,6 +269,7 @@ def evaluate(run: RunSettings, task: str) -> dict:
             task, imgs, tdir, seed=run.seed, n_boot=run.profile.n_boot,
             train_images=data, extra=extra, limits=run.profile.limits,
             grid_title=f"Task {task}: {run.profile.name} profile, epoch {meta.get('epoch')}",
+            measurement=measurement,
         )  # fmt: skip
     gen = entry["generated"]
     run.say(
@@ -362,8 +389,9 @@ def parse_tasks(values) -> list[str]:
 
 
 def run_tasks(
-    run: RunSettings, names, *, sweep_too=True, mitigation=False, time_limit_s=None
-) -> dict:
+    run: RunSettings, names, *, sweep_too=True, mitigation=False, time_limit_s=None,
+    measurement="both",
+) -> dict:  # fmt: skip
     """train -> sample -> evaluate (-> sweep, -> mitigation) for each task, each task's folder
     locked throughout; then the run's report.md.  time_limit_s bounds the training time of this
     call (the run stops after the task whose training it cut short).  Returns {task: metrics.json
@@ -382,7 +410,7 @@ def run_tasks(
             if train(run, name, time_limit_s=left) < run.profile.epochs_for(name):
                 break  # out of time: the same command continues from the last checkpoint
             sample(run, name)
-            evaluate(run, name)
+            evaluate(run, name, measurement)
             if sweep_too and run.profile.sweep_n > 0:
                 sweep(run, name)
             if mitigation and not tasks.get(name).dependent:
@@ -400,6 +428,7 @@ def run_tasks(
 def reproduce(
     task_names="paper", profile_name="auto", out="runs/reproduce", *, seed=0, device="auto",
     progress=True, quiet=False, sweep=True, mitigation=False, command=None, time_limit_s=None,
+    measurement="both",
 ) -> dict:  # fmt: skip
     """Every task in turn: train -> sample -> evaluate (-> sweep, -> mitigation); then report.md.
 
@@ -411,4 +440,5 @@ def reproduce(
     names = parse_tasks(task_names)
     run = folder.resolve(out, names, profile_name, seed, device=device, progress=progress,
                          quiet=quiet, command=command)  # fmt: skip
-    return run_tasks(run, names, sweep_too=sweep, mitigation=mitigation, time_limit_s=time_limit_s)
+    return run_tasks(run, names, sweep_too=sweep, mitigation=mitigation,
+                     time_limit_s=time_limit_s, measurement=measurement)  # fmt: skip

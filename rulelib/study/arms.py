@@ -1,4 +1,4 @@
-"""The two training arms of issue 12: training length and training-set size, on the CPU.
+"""The two training arms of the study: training length and training-set size, on the CPU.
 
 Settings are the `quick` profile's (the small U-Net, AdamW lr 1e-3, batch 32, EMA 0.995 from step
 200 and samples from the EMA weights, 100-step ancestral DDIM with each step's clean-image
@@ -10,7 +10,16 @@ size and the checkpoints change:
              images (``log_checkpoints``), so that error(images) can be fitted on a log axis;
     size     the same budget (default 128 000 images) on training sets of 250 ... 16 000 images
              and on a set as large as the budget ("fresh": every image seen once, a model that
-             cannot memorise), checkpoints at a quarter, half and all of the budget.
+             cannot memorise), checkpoints at a quarter, half and all of the budget;
+    fresh    the size arm's "fresh" run on the length arm's budget (every image new) with the
+             length arm's log-spaced checkpoints: one epoch, so the checkpoints before its end
+             are mid-epoch stops (``TrainConfig.stop_step``) whose resume points are kept under
+             <run>/points/images_NNNNNNNNN/ (the scored "checkpoints" of this arm).
+
+A run may also change the network (``preset``: the width arm's "narrow" and "wide" U-Nets, the
+transformer "dit"; rulelib.diffusion.unet) and derive from another profile than quick (``base``:
+"smoke" for tests); both are left out of the run's record and name when at their defaults, so
+the folders of the first study keep their names and records.
 
 A run is trained in segments: the trainer is called with ``epochs`` = the next checkpoint's epoch
 (``epochs`` may change on resumption, rulelib.diffusion.config.RESUME_FREE_KEYS), so each segment
@@ -25,8 +34,9 @@ appends its summary (loss, images/s, wall time) to ``train_log.jsonl``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -38,7 +48,7 @@ from rulelib.diffusion import train as trainer
 from rulelib.run import profiles
 
 QUICK = "quick"
-LENGTH_IMAGES = 512_000  # 8x the quick profile's 64 000 (issue 12, section 3)
+LENGTH_IMAGES = 512_000  # 8x the quick profile's 64 000
 SIZE_IMAGES = 128_000
 SIZES = (250, 1000, 4000, 16000, "fresh")
 RESUME_IMAGES = 10_000  # a resume point at least every this many images (whole epochs)
@@ -56,13 +66,17 @@ class ArmRun:
     images: int
     epochs: tuple[int, ...]  # checkpoint epochs, increasing; the last is the run's length
     seed: int = 0
+    preset: str | None = None  # None: the base profile's network (quick: "small")
+    base: str = QUICK  # the profile the settings derive from
+    stops: tuple[int, ...] = ()  # fresh arm: images at the mid-epoch checkpoints
 
     @property
     def name(self) -> str:
         # seed 0 keeps the folder names the first study used; other seeds are told apart
-        suffix = "" if self.seed == 0 else f"_seed{self.seed}"
-        if self.arm == "length":
-            return f"length_{self.task}{suffix}"
+        suffix = ("" if self.preset is None else f"_{self.preset}") + \
+            ("" if self.seed == 0 else f"_seed{self.seed}")  # fmt: skip
+        if self.arm in ("length", "fresh"):
+            return f"{self.arm}_{self.task}{suffix}"
         return f"size_{self.task}_{self.train_size}{suffix}"
 
     def n_train(self) -> int:
@@ -74,12 +88,13 @@ class ArmRun:
 
     def profile(self) -> profiles.Profile:
         """The quick profile with this run's length and training set (dataclasses.replace)."""
-        q = profiles.get(QUICK)
+        q = profiles.get(self.base)
         size = None if self.train_size is None else {"default": self.n_train()}
         return dataclasses.replace(
             q,
+            preset=self.preset or q.preset,
             name=f"study-{self.name}",
-            description=f"issue 12 {self.arm} arm: {q.description}; {self.images} images",
+            description=f"study {self.arm} arm: {q.description}; {self.images} images",
             epochs={"default": self.epochs[-1]},
             ckpt_count=1,
             train_size=size,
@@ -105,9 +120,20 @@ class ArmRun:
             return t.sample(self.images, self.seed + FRESH_SEED_OFFSET)[0]
         return t.sample(int(self.train_size), self.seed)[0]
 
+    def points(self) -> list[tuple[str, int]]:
+        """(tag, images) of every checkpoint the run is scored at, in order: "epoch_NNNNNN" for
+        the epochs' checkpoints, "images_NNNNNNNNN" for the fresh arm's mid-epoch stops."""
+        mid = [(f"images_{i:09d}", i) for i in self.stops]
+        return mid + [(f"epoch_{e:06d}", e * self.n_train()) for e in self.epochs]
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        for key, default in (("preset", None), ("base", QUICK), ("stops", ())):
+            if d[key] == default:  # the first study's records have none of these
+                del d[key]
         d["epochs"] = list(self.epochs)
+        if self.stops:
+            d["stops"] = list(self.stops)
         d["n_train"] = self.n_train()
         d["images_at"] = [e * self.n_train() for e in self.epochs]
         return d
@@ -128,13 +154,26 @@ def log_checkpoints(n_train: int, images: int, *, first: int = 8_000, per_octave
     return tuple(e for e in epochs if e <= last)
 
 
-def length_run(task: str, images: int = LENGTH_IMAGES, seed: int = 0, per_octave: int = 2):
+def length_run(task: str, images: int = LENGTH_IMAGES, seed: int = 0, per_octave: int = 2, *,
+               preset: str | None = None, base: str = QUICK) -> ArmRun:  # fmt: skip
     n = int(tasks.get(task).train_size)
     return ArmRun("length", task, None, images, log_checkpoints(n, images, per_octave=per_octave),
-                  seed)  # fmt: skip
+                  seed, preset, base)  # fmt: skip
 
 
-def size_run(task: str, size, images: int = SIZE_IMAGES, seed: int = 0) -> ArmRun:
+def fresh_run(task: str, images: int = LENGTH_IMAGES, seed: int = 0, *, first: int = 8_000,
+              preset: str | None = None, base: str = QUICK) -> ArmRun:  # fmt: skip
+    """Every image new (a training set of ``images`` images, one epoch), scored at the length
+    arm's log-spaced checkpoints: ``log_checkpoints`` in units of one batch, i.e. optimizer
+    steps, so that each mid-epoch stop falls on a step."""
+    batch = profiles.get(base).batch_size
+    steps = log_checkpoints(batch, images, first=first)
+    stops = tuple(s * batch for s in steps if s * batch < images)
+    return ArmRun("fresh", task, "fresh", images, (1,), seed, preset, base, stops)
+
+
+def size_run(task: str, size, images: int = SIZE_IMAGES, seed: int = 0, *,
+             preset: str | None = None, base: str = QUICK) -> ArmRun:  # fmt: skip
     if size != "fresh" and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise ValueError(f"size must be a positive int or 'fresh', got {size!r}")
     n = images if size == "fresh" else size
@@ -142,7 +181,7 @@ def size_run(task: str, size, images: int = SIZE_IMAGES, seed: int = 0) -> ArmRu
         raise ValueError(f"training-set size {size} exceeds the image budget {images}")
     last = math.ceil(images / n)
     epochs = tuple(sorted({max(1, round(last / 4)), max(1, round(last / 2)), last}))
-    return ArmRun("size", task, size, images, epochs, seed)
+    return ArmRun("size", task, size, images, epochs, seed, preset, base)
 
 
 def run_dir(out, run: ArmRun) -> Path:
@@ -152,6 +191,14 @@ def run_dir(out, run: ArmRun) -> Path:
 def trained_epochs(out, run: ArmRun) -> list[int]:
     """Checkpoint epochs of the run that exist on disk."""
     return [e for e, _ in checkpoint.list_checkpoints(run_dir(out, run))]
+
+
+def trained_points(out, run: ArmRun) -> dict[str, Path]:
+    """{tag: checkpoint folder} of the run's points (``ArmRun.points``) that exist on disk."""
+    rdir = run_dir(out, run)
+    have = {f"epoch_{e:06d}": p for e, p in checkpoint.list_checkpoints(rdir)}
+    have.update({p.name: p for p in sorted((rdir / "points").glob("images_*")) if p.is_dir()})
+    return {tag: have[tag] for tag, _ in run.points() if tag in have}
 
 
 def extends(old: dict, run: ArmRun) -> bool:
@@ -164,13 +211,43 @@ def extends(old: dict, run: ArmRun) -> bool:
     return same and old.get("images", 0) < run.images and set(old["epochs"]) <= set(run.epochs)
 
 
+def _log_segment(rdir: Path, row: dict) -> None:
+    atomic.append_jsonl(rdir / "train_log.jsonl", row)  # one line per segment, atomically
+
+
+def _train_to_stop(rdir: Path, run: ArmRun, base, images, stop: int, progress) -> dict | None:
+    """Train the fresh arm's single epoch on to ``stop`` images and keep the mid-epoch resume
+    point there as <run>/points/images_NNNNNNNNN (copied under a temporary name, then renamed:
+    atomic). A job killed between the stop and the copy copies it at the next call."""
+    step = stop // base.batch_size
+    mid = rdir / "checkpoints" / f"midepoch_{step:09d}"
+    summary = None
+    if not mid.is_dir():
+        spe = -(-len(images) // base.batch_size)
+        at = [s for s, _ in checkpoint.midepoch_points(rdir)]
+        at += [e * spe for e, _ in checkpoint.list_checkpoints(rdir)]
+        if at and max(at) > step:
+            raise ValueError(f"{rdir} is trained past {stop} images (step {max(at)}) but holds no "
+                             f"point there; move the folder aside to retrain it")  # fmt: skip
+        cfg = dataclasses.replace(base, epochs=1, stop_step=step)
+        summary = trainer.train(cfg, images, rdir, resume=True, progress=progress)
+    kept = rdir / "points" / f"images_{stop:09d}"
+    tmp = kept.with_name(f".tmp-{kept.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(mid, tmp)
+    os.replace(tmp, kept)
+    return summary
+
+
 def train_run(out, run: ArmRun, *, device="cpu", progress=True, time_limit_s=None,
-              extend=False) -> dict:  # fmt: skip
+              extend=False, after_segment=None) -> dict:  # fmt: skip
     """Train (or resume) one run segment by segment up to its last checkpoint epoch.
 
     time_limit_s: stop after the first segment that ends past it (a later call resumes).
     extend: a folder set up for a smaller budget of the same run (``extends``) is taken on to
     ``run.images``; its record keeps the budgets it had, under "extended".
+    after_segment: called with no argument after each segment (the grid scores the new
+    checkpoint there, so that a long job leaves scored results as it goes).
     Returns {"finished": bool, "epochs": [...done]}.
     """
     rdir = run_dir(out, run)
@@ -194,17 +271,24 @@ def train_run(out, run: ArmRun, *, device="cpu", progress=True, time_limit_s=Non
     images = run.training_set()
     base = run.train_config(device)
     t0 = time.time()
-    for epoch in run.epochs:
-        if epoch in trained_epochs(out, run):
+    segments = [(tag, n, None) for tag, n in run.points() if tag.startswith("images_")]
+    segments += [(f"epoch_{e:06d}", e * len(images), e) for e in run.epochs]
+    for tag, n, epoch in segments:
+        if tag in trained_points(out, run):
             continue
-        cfg = dataclasses.replace(base, epochs=epoch)
-        summary = trainer.train(cfg, images, rdir, resume=True, progress=progress)
-        row = {"epoch": epoch, "images": epoch * len(images), "loss": summary.get("loss"),
-               "images_per_s": summary.get("images_per_s"), "seconds": summary.get("seconds"),
-               "finished_at": provenance.now_iso()}  # fmt: skip
-        with open(rdir / "train_log.jsonl", "a") as f:  # appended: one line per segment
-            f.write(json.dumps(row) + "\n")
+        if epoch is None:
+            summary = _train_to_stop(rdir, run, base, images, n, progress) or {}
+        else:
+            cfg = dataclasses.replace(base, epochs=epoch)
+            summary = trainer.train(cfg, images, rdir, resume=True, progress=progress)
+        _log_segment(rdir, {"epoch": epoch if epoch is not None else n / len(images),
+                            "images": n, "loss": summary.get("loss"),
+                            "images_per_s": summary.get("images_per_s"),
+                            "seconds": summary.get("seconds"),
+                            "finished_at": provenance.now_iso()})  # fmt: skip
         checkpoint.remove(rdir, [e for e in trained_epochs(out, run) if e not in run.epochs])
+        if after_segment is not None:
+            after_segment()
         if time_limit_s is not None and time.time() - t0 > time_limit_s:
             break
     done = trained_epochs(out, run)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import time
 from pathlib import Path
@@ -39,9 +38,9 @@ from rulelib import atomic, metrics, provenance, tasks
 from rulelib.diffusion import checkpoint
 from rulelib.diffusion import sample as sampler
 from rulelib.metrics import memorisation
-from rulelib.run import profiles
-from rulelib.study import arms, loss_gap
+from rulelib.study import arms, loss_gap, plateau, seeds
 from rulelib.study.fit import fit_plateau, se_from_ci
+from rulelib.tasks import rulers
 
 FRESH_SEED = 7919  # fresh reference images: task.sample(n, seed + FRESH_SEED), never trained on
 LOSS_IMAGES = 512
@@ -76,20 +75,26 @@ def _fresh(task, n: int, run: arms.ArmRun) -> np.ndarray:
 
 
 def _train_log(rdir: Path) -> dict[int, dict]:
+    """The trainer's segment summaries keyed by the images seen at the segment's end."""
     f = rdir / "train_log.jsonl"
     if not f.exists():
         return {}
-    rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-    return {int(r["epoch"]): r for r in rows}
+    return {int(r["images"]): r for r in atomic.read_jsonl(f)}
 
 
-def score_checkpoint(run: arms.ArmRun, rdir: Path, epoch: int, ckpt: Path, *, n: int,
+def score_checkpoint(run: arms.ArmRun, rdir: Path, epoch, ckpt: Path, *, n: int,
                      train_images, device="cpu", progress=True, weights="ema",
-                     method=None) -> dict:  # fmt: skip
+                     method=None, tag: str | None = None,
+                     measurement: str = "both") -> dict:  # fmt: skip
     """Samples -> rule metrics, memorisation, DSM losses of one checkpoint (see the module
-    docstring); returns the entry written to eval/epoch_XXXXXX[_raw_ddpm].json."""
+    docstring); returns the entry written to eval/<tag>[_raw_ddpm].json (tag: the point's,
+    ``ArmRun.points``; by default epoch_XXXXXX; ``epoch`` is fractional at the fresh arm's
+    mid-epoch points).  measurement: the rulers (rulelib.tasks.rulers.rulers_for); the first one's
+    numbers under "generated" ("ruler" names it), the paper's ruler's also under "paper_ruler"."""
     task = tasks.get(run.task)
-    s = profiles.get(arms.QUICK).sampling(run.task)
+    chosen = rulers.rulers_for(task, measurement)
+    tag = tag or f"epoch_{epoch:06d}"
+    s = run.profile().sampling(run.task)
     kw = {"method": s.method, "steps": s.steps, "eta": s.eta, "clip_x0": s.clip_x0}
     if method == "ddpm":
         kw = {"method": "ddpm", "steps": None, "eta": 0.0, "clip_x0": False}  # the paper's
@@ -99,42 +104,62 @@ def score_checkpoint(run: arms.ArmRun, rdir: Path, epoch: int, ckpt: Path, *, n:
     t0 = time.perf_counter()
     images = sampler.sample(model, schedule, n, seed=run.seed, batch_size=s.batch_size,
                             device=device, progress=progress,
-                            out_path=rdir / "eval" / f"epoch_{epoch:06d}{suffix}.npz",
+                            out_path=rdir / "eval" / f"{tag}{suffix}.npz",
                             meta={"epoch": epoch, "weights": weights}, **kw)  # fmt: skip
     t_sample = time.perf_counter() - t0
-    feats, ok = task.measure(images)
+    feats, ok = rulers.measure(task, images, chosen[0])
     fresh = _fresh(task, n, run)
+    paper_entry = {}
+    if "paper" in chosen:
+        reasons = {}
+        pf, pok = rulers.measure(task, images, "paper", reasons=reasons)
+        paper_entry["paper_ruler"] = {
+            "ruler": "paper", "options": rulers.paper_ruler.DEFAULT.label,
+            "trim": rulers.TRIM["paper"],
+            "generated": metrics.rule_report(task, pf, pok, n_boot=1000, seed=run.seed,
+                                             trim=rulers.TRIM["paper"], reasons=reasons),
+        }  # fmt: skip
     n_train = len(train_images)
     return {
         "run": run.name, "arm": run.arm, "task": run.task, "train_size": run.train_size,
-        "n_train": n_train, "epoch": epoch, "images": epoch * n_train,
+        "n_train": n_train, "epoch": epoch, "images": round(epoch * n_train),
         "sampling": {**kw, "weights": weights, "n": n, "seed": run.seed},
-        "generated": metrics.rule_report(task, feats, ok, n_boot=1000, seed=run.seed),
+        "ruler": chosen[0],
+        "generated": metrics.rule_report(task, feats, ok, n_boot=1000, seed=run.seed,
+                                         trim=rulers.TRIM[chosen[0]]),
+        **paper_entry,
         **memorisation.memorisation_columns(task, images, train_images, feats, ok,
                                             fresh_images=fresh[:n], seed=run.seed),
         "dsm_gap": _dsm_gap(model, schedule, run, train_images, fresh),
-        "train_loss_logged": _train_log(rdir).get(epoch, {}).get("loss"),
+        "train_loss_logged": _train_log(rdir).get(round(epoch * n_train), {}).get("loss"),
         "seconds_sampling": round(t_sample, 1), "machine": provenance.machine_info(),
         "created": provenance.now_iso(), "git_commit": provenance.git_commit(),
     }  # fmt: skip
 
 
 def evaluate_run(out, run: arms.ArmRun, *, n=256, device="cpu", progress=True,
-                 time_limit_s=None, raw_ddpm=False, epochs=None) -> list[dict]:  # fmt: skip
+                 time_limit_s=None, raw_ddpm=False, epochs=None,
+                 train_images=None, measurement="both") -> list[dict]:  # fmt: skip
     """Score each trained checkpoint of ``run`` not scored yet (only ``epochs`` when given, so
-    that two processes can share the checkpoints); returns every entry so far."""
+    that two processes can share the checkpoints); returns every entry so far.
+    train_images: the run's training set when the caller has it (``run.training_set()``)."""
     rdir = arms.run_dir(out, run)
     ckpts = dict(checkpoint.list_checkpoints(rdir))
+    points = arms.trained_points(out, run)
     (rdir / "eval").mkdir(parents=True, exist_ok=True)
-    train_images = run.training_set() if ckpts else None
+    todo = [(tag, i) for tag, i in run.points() if tag in points
+            and not (rdir / "eval" / f"{tag}.json").exists()]  # fmt: skip
+    if train_images is None and (todo or ckpts):
+        train_images = run.training_set()
     t0 = time.time()
-    for epoch in run.epochs:
-        f = rdir / "eval" / f"epoch_{epoch:06d}.json"
-        if epoch not in ckpts or f.exists() or (epochs is not None and epoch not in epochs):
+    for tag, images in todo:
+        epoch = images // run.n_train() if tag.startswith("epoch_") else images / run.n_train()
+        if epochs is not None and epoch not in epochs:
             continue
-        e = score_checkpoint(run, rdir, epoch, ckpts[epoch], n=n, train_images=train_images,
-                             device=device, progress=progress)  # fmt: skip
-        atomic.write_json(f, e)
+        e = score_checkpoint(run, rdir, epoch, points[tag], n=n, train_images=train_images,
+                             device=device, progress=progress, tag=tag,
+                             measurement=measurement)  # fmt: skip
+        atomic.write_json(rdir / "eval" / f"{tag}.json", e)
         if time_limit_s is not None and time.time() - t0 > time_limit_s:
             break
     for f in sorted((rdir / "eval").glob("epoch_*.json")):
@@ -149,7 +174,8 @@ def evaluate_run(out, run: arms.ArmRun, *, n=256, device="cpu", progress=True,
         atomic.write_json(f, score_checkpoint(run, rdir, last, ckpts[last], n=n,
                                               train_images=train_images, device=device,
                                               progress=progress, weights="raw",
-                                              method="ddpm"))  # fmt: skip
+                                              method="ddpm",
+                                              measurement=measurement))  # fmt: skip
     return load_entries(rdir)
 
 
@@ -161,7 +187,9 @@ def add_gap(run: arms.ArmRun, ckpt: Path, entry: dict, train_images, device="cpu
 
 
 def load_entries(rdir) -> list[dict]:
-    return [atomic.read_json(p) for p in sorted(Path(rdir).glob("eval/epoch_*.json"))]
+    files = sorted(Path(rdir).glob("eval/epoch_*.json")) + \
+        sorted(Path(rdir).glob("eval/images_*.json"))  # fmt: skip
+    return sorted((atomic.read_json(p) for p in files), key=lambda e: e["images"])
 
 
 def _v(rep, key):
@@ -198,7 +226,7 @@ def fits(rows: list[dict]) -> dict:
     """Plateau fits of each error against images, per length run, on the novel images, from the
     first checkpoint with FIT_MIN_MEASURABLE of its samples measurable on (``from_images``)."""
     out = {}
-    for name in sorted({r["run"] for r in rows if r["arm"] == "length"}):
+    for name in sorted({r["run"] for r in rows if r["arm"] in ("length", "fresh")}):
         rs = sorted((r for r in rows if r["run"] == name and r["sampling"] == "ema ddim"),
                     key=lambda r: r["images"])  # fmt: skip
         start = next((i for i, r in enumerate(rs)
@@ -225,6 +253,53 @@ def fits(rows: list[dict]) -> dict:
                 out[name][err] = {"label": label, **fit_plateau(x, y, se), **gate}
             except ValueError as e:  # e.g. points whose CI has zero width (no weight)
                 out[name][err] = {"label": label, "n_points": len(pts), "note": str(e), **gate}
+        task = name.split("_")[1]  # length_B, fresh_B_seed1, ...
+        out[name]["plateau"] = plateau.curve_fits(_resid_points(rows, name), task=task)
+    for group, curve in seed_curves(rows).items():
+        pts = [(i, v, se_from_ci(ci), m) for i, v, ci, m in
+               zip(curve["images"], curve["mean"], curve["ci"], curve["measurable"])]  # fmt: skip
+        out.setdefault(group, {})["over_seeds"] = {
+            **curve,
+            "plateau": plateau.curve_fits(pts, task=curve["task"]),
+        }
+    return out
+
+
+def _resid_points(rows, run: str) -> list[tuple]:
+    """(images, residual std of the novel images, its se, measurable share) of a run's EMA +
+    DDIM checkpoints."""
+    rs = sorted((r for r in rows if r["run"] == run and r["sampling"] == "ema ddim"
+                 and r["novel_resid_std"] is not None), key=lambda r: r["images"])  # fmt: skip
+    return [(r["images"], r["novel_resid_std"],
+             se_from_ci([r["novel_resid_std_lo"], r["novel_resid_std_hi"]]), r["measurable_rate"])
+            for r in rs]  # fmt: skip
+
+
+def seed_curves(rows) -> dict[str, dict]:
+    """Runs that differ only in their training seed (length_B, length_B_seed1, ...): at each
+    checkpoint all of them scored, the mean residual std (novel images) over seeds with its
+    seed-then-sample CI (rulelib.study.seeds) and the smallest measurable share."""
+    groups: dict[str, dict[int, list]] = {}
+    for r in rows:
+        if r["arm"] in ("length", "fresh"):
+            g, sd = seeds.group_name(r["run"])
+            groups.setdefault(g, {}).setdefault(sd, []).append(r)
+    out = {}
+    for g, by_seed in sorted(groups.items()):
+        if len(by_seed) < 2:
+            continue
+        pts = {sd: {p[0]: p for p in _resid_points(rs, rs[0]["run"])} for sd, rs in by_seed.items()}
+        common = sorted(set.intersection(*(set(p) for p in pts.values())))
+        curve = {"task": next(iter(by_seed.values()))[0]["task"], "seeds": sorted(pts),
+                 "images": [], "mean": [], "ci": [], "seed_sd": [], "measurable": []}  # fmt: skip
+        for i in common:
+            m = seeds.seed_mean_ci([pts[sd][i][1] for sd in pts], [pts[sd][i][2] for sd in pts])
+            curve["images"].append(int(i))
+            curve["mean"].append(m["value"])
+            curve["ci"].append(m["ci"])
+            curve["seed_sd"].append(m["seed_sd"])
+            curve["measurable"].append(min(pts[sd][i][3] for sd in pts))
+        out[g] = curve
     return out
 
 
@@ -258,9 +333,10 @@ def _draw_fit(ax, f: dict, x_max: float) -> None:
 
 def _figure(rows, fitd, arm, task, path):
     rs = sorted(
-        (r for r in rows if r["arm"] == arm and r["task"] == task and r["sampling"] == "ema ddim"),
+        (r for r in rows if r["arm"] == arm and r["task"] == task and r["sampling"] == "ema ddim"
+         and (arm != "length" or r["run"] == f"length_{task}")),  # other seeds: the band
         key=lambda r: (r["n_train"], r["images"]),
-    )
+    )  # fmt: skip
     if not rs:
         return None
     fig, axes = plt.subplots(1, 5, figsize=(21, 3.8))
@@ -268,7 +344,9 @@ def _figure(rows, fitd, arm, task, path):
     for ax, (err, (to_err, label)) in zip(axes, ERRORS.items()):
         key = "novel_" + SOURCE[err]
         have = [r for r in rs if r[key] is not None and r[key + "_lo"] is not None]
-        if arm == "size":  # the size arm: the last checkpoint of each training-set size
+        if arm == "size":  # the size arm: the last checkpoint of each training-set size, of
+            # runs scored to their end (a stopped evaluation's first checkpoint is no such point)
+            have = [r for r in have if r.get("run_complete") is not False]
             have = list({r["n_train"]: r for r in have}.values())  # rs is sorted by images
         if have:
             x = np.array([r[xkey] for r in have], dtype=float)
@@ -286,6 +364,12 @@ def _figure(rows, fitd, arm, task, path):
                         label="length arm (its own set), same images")  # fmt: skip
         if arm == "length":
             _draw_fit(ax, (fitd.get(f"length_{task}") or {}).get(err, {}), rs[-1]["images"])
+            over = (fitd.get(f"length_{task}") or {}).get("over_seeds")
+            if err == "resid_std" and over:  # the mean over training seeds, seeds-then-samples CI
+                lo, hi = np.array(over["ci"]).T
+                ax.fill_between(over["images"], lo, hi, color="tab:orange", alpha=0.3)
+                band = f"mean of seeds {over['seeds']} (CI over seeds, then samples)"
+                ax.plot(over["images"], over["mean"], color="tab:orange", label=band)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
         ax.set_xlabel("training images seen" if arm == "length" else "training-set size")
@@ -334,11 +418,30 @@ def _figure(rows, fitd, arm, task, path):
     return path
 
 
+def completeness(out) -> dict[str, dict]:
+    """{run: {"planned", "scored", "complete"}} of each run under ``out`` with a study_run.json:
+    the checkpoint epochs it plans, those scored (eval/*.json), and whether its last planned one
+    is scored (False after a `study evaluate` stopped part way)."""
+    done = {}
+    for rdir in sorted(Path(out).glob("*_*")):
+        if not (rdir / "study_run.json").exists():
+            continue
+        planned = list(atomic.read_json(rdir / "study_run.json").get("epochs", []))
+        scored = sorted({e["epoch"] for e in load_entries(rdir)}) if (rdir / "eval").is_dir() \
+            else []  # fmt: skip
+        done[rdir.name] = {"planned": planned, "scored": scored,
+                           "complete": bool(planned) and planned[-1] in scored}  # fmt: skip
+    return done
+
+
 def summarise(out, to, command: str | None = None) -> dict:
     """study.csv, study.json, fits.json and the figures from every run under ``out``."""
     entries = [e for rdir in sorted(Path(out).glob("*_*")) if (rdir / "eval").is_dir()
                for e in load_entries(rdir)]  # fmt: skip
     rows = [row(e) for e in entries]
+    done = completeness(out)
+    for r in rows:  # a run whose `study evaluate` was stopped part way is flagged, row by row
+        r["run_complete"] = done.get(r["run"], {}).get("complete")
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
     fitd = fits(rows)
@@ -355,6 +458,7 @@ def summarise(out, to, command: str | None = None) -> dict:
                  for rdir in sorted(Path(out).glob("*_*")) if (rdir / "study_run.json").exists()},
         "train_logs": {rdir.name: list(_train_log(rdir).values())
                        for rdir in sorted(Path(out).glob("*_*"))},
+        "completeness": done,
     })  # fmt: skip
     atomic.write_json(to / "fits.json", fitd)
     figs = []

@@ -164,10 +164,17 @@ class RuleTask:
         self.last_redraws = int(redraws.sum())
         return params
 
-    def render(self, params: dict) -> np.ndarray:
-        """uint8 images (n, 32, 32, 3) of the given scene parameters."""
+    def render(self, params: dict, size: int = render.SIZE) -> np.ndarray:
+        """uint8 images (n, size, size, 3) of the given scene parameters (32 px by default; a
+        larger ``size`` draws the same scene on a larger canvas, every length scaled)."""
         n = len(next(iter(params.values())))
-        return render.render(self.primitives(params), n)
+        if size == render.SIZE:
+            return render.render(self.primitives(params), n)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+            raise ValueError(f"size must be an int >= 8 pixels, got {size!r}")
+        prims = [render.scaled(p, size / render.SIZE) for p in self.primitives(params)]
+        chunk = max(1, 1024 * render.SIZE**2 // size**2)  # the same memory per block as at 32 px
+        return render.render(prims, n, size, chunk=chunk)
 
     def sample(self, n: int, seed: int, *, dependent_scale=None):
         """n images (uint8 (n, 32, 32, 3)) and their truth (dict of float64 (n,) arrays)."""
@@ -211,11 +218,14 @@ def load_tasks_from(path_or_module) -> list[str]:
     ``my_pkg.tasks``) that registers its tasks with ``register``; returns the names of the tasks
     it defines, sorted.  The command line's ``--tasks-from``.
 
-    ValueError naming the file or module when it does not exist, fails to import (the cause is
-    kept as ``__cause__``) or registers no task."""
+    ValueError naming the file or module when it does not exist, is a folder, fails to import or
+    exits while importing (the cause is kept as ``__cause__``), registers no task, or replaces a
+    task registered before it (rulelib's own Task A, say: the registry is then restored)."""
     spec = str(path_or_module)
     before = dict(_REGISTRY)
     path = Path(spec).expanduser()
+    if path.is_dir():
+        raise ValueError(f"task file {spec} is a folder; expected a .py file or a module name")
     if spec.endswith(".py") or path.exists():
         if not path.is_file():
             raise ValueError(f"task file {spec} does not exist; expected a .py file or a module")
@@ -227,9 +237,11 @@ def load_tasks_from(path_or_module) -> list[str]:
         sys.modules[name] = module  # dataclasses and pickling look the module up by name
         try:
             loader_spec.loader.exec_module(module)
-        except Exception as e:
+        except (Exception, SystemExit) as e:  # sys.exit() in the file is a failure too
             sys.modules.pop(name, None)
-            raise ValueError(f"task file {spec} failed to load: {type(e).__name__}: {e}") from e
+            _REGISTRY.clear()
+            _REGISTRY.update(before)
+            raise ValueError(f"task file {spec} failed to load: {_why(e)}") from e
     else:
         try:
             module = importlib.import_module(spec)
@@ -238,6 +250,10 @@ def load_tasks_from(path_or_module) -> list[str]:
                 f"cannot import task module {spec!r} ({e}); expected a .py file or an importable "
                 "module that calls rulelib.tasks.register"
             ) from e
+        except (Exception, SystemExit) as e:
+            _REGISTRY.clear()
+            _REGISTRY.update(before)
+            raise ValueError(f"task module {spec!r} failed to import: {_why(e)}") from e
     # what it registered now, and its own tasks (also when it was imported before and did not
     # run again)
     added = sorted(
@@ -247,4 +263,20 @@ def load_tasks_from(path_or_module) -> list[str]:
     )
     if not added:
         raise ValueError(f"{spec} registered no task; call rulelib.tasks.register(Task()) in it")
+    # a task of this name registered before by someone else (not an earlier load of this file)
+    replaced = [n for n in added if n in before and type(before[n]).__module__ != module.__name__]
+    if replaced:
+        _REGISTRY.clear()
+        _REGISTRY.update(before)
+        already = ", ".join(repr(before[n]) for n in replaced)
+        raise ValueError(
+            f"{spec} registers task(s) {replaced}, which name tasks registered before it "
+            f"({already}); give your tasks other names"
+        )
     return added
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, SystemExit):
+        return f"it called sys.exit({e.code!r}) while loading"
+    return f"{type(e).__name__}: {e}"

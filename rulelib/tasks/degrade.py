@@ -19,7 +19,7 @@ from rulelib.tasks import render
 from rulelib.tasks.measure import to_float
 
 W = render.SIZE
-LEVELS = {"gain": 0.05, "offset": 0.03, "blur": 0.5, "noise": 0.05}  # the "mild" set
+LEVELS = {"gain": 0.05, "offset": 0.03, "blur": 0.5, "noise": 0.05}  # the "mild" set
 
 
 def degrade(images, seed: int, *, gain=0.05, offset=0.03, blur=0.5, noise=0.05) -> np.ndarray:

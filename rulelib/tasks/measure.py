@@ -94,7 +94,7 @@ DEPTH_RANGE = (0.6, 3.0)  # plausible depth factor m (> 1: a thin blurred object
 # An object is rejected when its residual energy exceeds ALT_RATIO times that of the other shape.
 # A disk must beat the rectangle outright (the rectangle has two more free parameters: both
 # extents and the blur); a rectangle may be up to twice worse than the disk, which a thin small
-# bar under blur and noise sometimes is.  Calibrated on the degradations of issue 11: true
+# bar under blur and noise sometimes is.  Calibrated on the mild degradations (tasks.degrade): true
 # shapes rejected for 0.1-0.3 % of images, swapped shapes for >= 99 % (tests/test_measure.py).
 ALT_RATIO = {"rect": 2.0, "disk": 1.0}
 SHADOW_START_TOL = 0.75  # px: task A's shadow starts at the pole centre
@@ -110,15 +110,22 @@ ALT_COST_TOL = 0.01  # the other shape's fit stops once a step lowers its residu
 # The generic pipeline
 
 
-def extract(images, spec, *, grow: int = 1, reasons: dict | None = None, nan: bool = True):
+def extract(
+    images, spec, *, grow: int = 1, reasons: dict | None = None, nan: bool = True, segmented=None
+):
     """Find, un-blend and fit the objects listed in ``spec`` in every image.
 
-    spec: list of (name, colour class "yellow" | "blue" | "grey", shape "rect" | "disk").
+    spec: list of (name, colour class "yellow" | "blue" | "grey" | "strong", shape "rect" |
+    "disk"), or (name, class, shape, (c0, c1)): the object's core is searched in the columns
+    c0 <= column < c1 only (two objects of one colour on known sides, task mirror).  "strong" is
+    every object pixel, whatever its colour.
     Returns (fits, ok): fits[name] is a dict of (n,) arrays in pixels with y up (rect: x0, x1, y0,
     y1, m, sigma; disk: cx, cy, r, m; plus "explained", "alt_explained" (by the other shape, NaN
     where not fitted), "resid" (RMS profile residual) and "cov" (n, 4, 4) over x0, x1, y0, y1 /
-    (n, 3, 3) over cx, cy, r), NaN where not ok; ok is (n,) bool.
+    (n, 3, 3) over cx, cy, r) and "ink" (n, 3, the ink direction of its strongest core pixels),
+    NaN where not ok; ok is (n,) bool.
     ``reasons``: pass a dict to receive, per failed check, the (n,) bool array of images it failed.
+    ``segmented``: ``ink_and_classes(images, ...)`` where the caller has it already.
     """
     reasons = {} if reasons is None else reasons
 
@@ -127,13 +134,22 @@ def extract(images, spec, *, grow: int = 1, reasons: dict | None = None, nan: bo
         reasons[label] = reasons.get(label, False) | ~passed
         ok &= passed
 
-    ink, strength, classes = ink_and_classes(images, with_grey=any(c == "grey" for _, c, _ in spec))
+    spec = [(*entry, None) if len(entry) == 3 else tuple(entry) for entry in spec]
+    grey = any(c == "grey" for _, c, _, _ in spec)
+    if segmented is None:
+        segmented = ink_and_classes(images, with_grey=grey)
+    ink, strength, classes = segmented
     n = ink.shape[1]
     K = len(spec)
     ok = np.ones(n, dtype=bool)
     cores, inks, supports = [], [], []
-    for _name, cls, _shape in spec:
-        core, s1, s2, d, support = find_object(classes[cls], ink, strength, grow)
+    for _name, cls, _shape, cols in spec:
+        mask = classes[cls]
+        if cols is not None:
+            inside = np.zeros(SIZE, dtype=bool)
+            inside[cols[0] : cols[1]] = True
+            mask = mask & inside
+        core, s1, s2, d, support = find_object(mask, ink, strength, grow)
         check(f"{_name}: not found", s1 >= MIN_CORE_PIXELS)
         check(f"{_name}: extra blob", s2 < _extra_blob_limit(s1))
         check(f"{_name}: faint", np.linalg.norm(d, axis=1) > 0.1)
@@ -157,11 +173,11 @@ def extract(images, spec, *, grow: int = 1, reasons: dict | None = None, nan: bo
     outside = classes["strong"] & ~sup.any(1)
     check("unexplained ink", outside.sum((1, 2)) <= 3)
     fits = {}
-    for shape in {s for _, _, s in spec} - {"rect", "disk"}:
+    for shape in {s for _, _, s, _ in spec} - {"rect", "disk"}:
         raise ValueError(f"unknown shape {shape!r}; expected 'rect' or 'disk'")
     # (n, K, S) column and row profiles, the rows y up (index 0: the bottom cell)
     P_all, Q_all = alpha.sum(2), alpha.sum(3)[:, :, ::-1]
-    rects = [k for k, (_, _, shape) in enumerate(spec) if shape == "rect"]
+    rects = [k for k, (_, _, shape, _) in enumerate(spec) if shape == "rect"]
     rect_fits, ref, states = {}, None, {}
     if len(rects) >= 2:
         # The image's blur, from its largest rectangle (most core pixels): a thin blurred bar
@@ -184,7 +200,7 @@ def extract(images, spec, *, grow: int = 1, reasons: dict | None = None, nan: bo
                         d[key] = np.array(d[key])
                         d[key][other] = part[key]
             rect_fits[k], states[k] = f, st
-    for k, (name, _cls, shape) in enumerate(spec):
+    for k, (name, _cls, shape, _cols) in enumerate(spec):
         P, Q, a = P_all[:, k], Q_all[:, k], alpha[:, k]
         st = states.get(k, {})
         if shape == "rect":
@@ -205,6 +221,7 @@ def extract(images, spec, *, grow: int = 1, reasons: dict | None = None, nan: bo
         check(f"{name}: depth", (f["m"] >= DEPTH_RANGE[0]) & (f["m"] <= DEPTH_RANGE[1]))
         if shape == "rect":
             check(f"{name}: too small", _extent_ok(f))
+        f["ink"] = inks[k]  # (n, 3): the object's ink direction (mean ink of its core)
         fits[name] = f
     if nan:
         for f in fits.values():

@@ -17,10 +17,17 @@ reflection stands at the object's height (their vertical spans overlap by at lea
 height).  ``consistency_flags`` adds the other agreements for reports: alignment (bottoms within
 1 px), position (gaps within 1 px), colour (mean RGB within 0.1).
 
-**Measurement.**  The image is split at the mirror's centre line: the left half (right half made
-white) holds the object and half the mirror, the right half the reflection and the other half;
-each is read by ``rulelib.tasks.measure.extract`` (sub-pixel rectangle fits).  Colours are the
-mean of the pixels fully inside each fitted rectangle.
+**Measurement.**  One scene model of the whole image (``measure_mirror``, through
+``rulelib.tasks.measure.extract``): the object is the yellow rectangle whose core lies left of
+the strip, the reflection the yellow one right of it, the mirror the object pixels of the
+strip's own columns; the three are un-blended together and fitted as blurred rectangles, with
+standard errors ``se_h1``, ``se_h2``.  Colours are the mean of the pixels fully inside each
+fitted rectangle.  A scene is measurable only if the strip is where the task draws it (sides
+within 1 px, spanning the canvas height), its ink is the same in every row (nothing drawn over
+it), and neither object crosses it.  (An earlier version split the image at the centre line and
+read each half alone; the cut through the blurred strip failed nearly every generated-looking
+image: about 3 % measurable under the mild degradations of ``rulelib.tasks.degrade``, now over
+99 %, with clean renders' answers unchanged to 0.03 px.)
 
 **Contrastive data** applies: ``dependent_scale`` multiplies the reflection height h2 (bottom
 kept), clipped to [2 px, the canvas top] (``dependent_bounds``).
@@ -44,11 +51,14 @@ import numpy as np
 from rulelib.tasks import loaders, render
 from rulelib.tasks import measure as _measure
 from rulelib.tasks.base import PX, RuleTask, W, register
+from rulelib.tasks.segment import ink_and_classes
+from rulelib.tasks.uncertainty import feature_se, rect_se
 
 MIRROR_X = (14.0, 18.0)  # the strip, pixels
-CENTRE = 16  # column where the image is split
 ALIGN_TOL = 1.0 / W  # bottoms / gaps within 1 px
 COLOR_TOL = 0.1  # mean RGB distance (0-1 scale)
+STRIP_EXCESS = 0.1  # ink: a row of the strip this far from the others holds something else
+MIRROR_TOL = 1.0  # px: the fitted strip's sides and its span against where the task draws it
 
 
 def _check(reasons, label, ok, passed):
@@ -77,21 +87,33 @@ def _rect_color(img: np.ndarray, f: dict) -> np.ndarray:
 @_measure.chunked
 def measure_mirror(images, reasons: dict | None = None):
     """Object and reflection rectangles of procedural mirror scenes: h1, h2 (heights), w1, w2,
-    y1, y2 (bottoms), d1, d2 (gaps to the strip), dcolor (mean RGB distance), all in units of W."""
+    y1, y2 (bottoms), d1, d2 (gaps to the strip), dcolor (mean RGB distance), all in units of W,
+    and their standard errors se_h1, se_h2 (+ se_px, resid; rulelib.tasks.uncertainty).
+
+    One scene model of the whole image (``rulelib.tasks.measure.extract``): the object is the
+    yellow rectangle whose core lies left of the strip, the reflection the yellow one right of
+    it, the mirror every object pixel of the strip's own columns.  Un-blending them together
+    keeps the strip's blurred edge out of an object one pixel away from it, and the strip (the
+    largest rectangle) sets the image's blur for the two thin objects.  The mirror must be
+    where the task draws it: its sides within MIRROR_TOL px of x = 14 and 18 and spanning the
+    canvas height (to MIRROR_TOL px).
+    """
     img = _measure.to_float(images)
-    left, right = img.copy(), img.copy()
-    left[:, :, CENTRE:] = 1.0
-    right[:, :, :CENTRE] = 1.0
-    why_l, why_r = {}, {}
-    half = ("mirror", "grey", "rect")
-    fl, ok_l = _measure.extract(left, [("object", "yellow", "rect"), half], reasons=why_l)
-    fr, ok_r = _measure.extract(right, [("reflection", "yellow", "rect"), half], reasons=why_r)
-    if reasons is not None:
-        for side, why in (("left", why_l), ("right", why_r)):
-            for key, v in why.items():
-                reasons[f"{side}: {key}"] = v
-    ok = ok_l & ok_r
-    a, b = fl["object"], fr["reflection"]
+    segmented = ink_and_classes(img, with_grey=False)
+    spec = [
+        ("object", "yellow", "rect", (0, int(MIRROR_X[0]))),
+        ("reflection", "yellow", "rect", (int(MIRROR_X[1]), int(W))),
+        ("mirror", "strong", "rect", (int(MIRROR_X[0]), int(MIRROR_X[1]))),
+    ]
+    fits, ok = _measure.extract(img, spec, reasons=reasons, segmented=segmented)
+    a, b, m = fits["object"], fits["reflection"], fits["mirror"]
+    placed = (np.abs(m["x0"] - MIRROR_X[0]) <= MIRROR_TOL) & (
+        np.abs(m["x1"] - MIRROR_X[1]) <= MIRROR_TOL
+    )
+    ok = _check(reasons, "mirror: not at the strip", ok, placed)
+    tall = (m["y0"] <= MIRROR_TOL) & (m["y1"] >= W - MIRROR_TOL)
+    ok = _check(reasons, "mirror: not full height", ok, tall)
+    ok = _check(reasons, "mirror: not uniform", ok, _strip_uniform(segmented[0]))
     ok = _check(reasons, "object crosses the mirror", ok, a["x1"] <= MIRROR_X[0] + 0.5)
     ok = _check(reasons, "reflection crosses the mirror", ok, b["x0"] >= MIRROR_X[1] - 0.5)
     ca, cb = _rect_color(img, a), _rect_color(img, b)
@@ -106,7 +128,19 @@ def measure_mirror(images, reasons: dict | None = None):
         "d2": (b["x0"] - MIRROR_X[1]) / W,
         "dcolor": np.linalg.norm(ca - cb, axis=1),
     }
+    se = {"h1": rect_se(a)["h"], "h2": rect_se(b)["h"]}
+    feats.update(feature_se(se, np.maximum(a["resid"], b["resid"])))
     return {k: np.where(ok, np.asarray(v, np.float64), np.nan) for k, v in feats.items()}, ok
+
+
+def _strip_uniform(ink) -> np.ndarray:
+    """Whether the strip's ink is the same in every row (n,): the mirror spans the canvas with
+    one colour, so the per-row mean ink of its columns, channel by channel, departs from its
+    median over the rows by more than STRIP_EXCESS in at most one row.  An object drawn over
+    the strip adds its ink there (pixel noise of 0.05 moves a row's mean of 4 pixels by 0.025)."""
+    rows = ink[:, :, :, int(MIRROR_X[0]) : int(MIRROR_X[1])].mean(-1)  # (3, n, H)
+    dev = np.abs(rows - np.median(rows, axis=2, keepdims=True)).max(0)  # (n, H)
+    return (dev > STRIP_EXCESS).sum(1) <= 1
 
 
 def consistency_flags(f: dict) -> dict:

@@ -219,6 +219,13 @@ def render(primitives, n: int, size: int = SIZE, chunk: int = 1024) -> np.ndarra
     return out
 
 
+def scaled(prim, factor: float):
+    """The primitive with every length multiplied by ``factor`` (the scene drawn on a canvas
+    ``factor`` times larger, e.g. the paper's training images rendered large)."""
+    keep = ("color", "name")
+    return type(prim)(**{k: v if k in keep else v * factor for k, v in vars(prim).items()})
+
+
 def _take(prim, idx):
     """The primitive restricted to the images idx."""
     return type(prim)(

@@ -225,7 +225,7 @@ def background(ink, u8=None):
     # s = mean ink / phi(0) of the clipped noise (as in _unclip), when half of it reads 0
     sigma = np.where(zero >= 0.45, np.maximum(sigma, level / 0.3989), sigma)
     noise = sigma.max(0)  # (n,)
-    wide = noise > 0.06  # noisier than the 0.05: the 0.15 window would truncate it
+    wide = noise > 0.06  # noisier than the mild set's 0.05: the 0.15 window would truncate it
     if wide.any():
         args = (med[:, wide], (3 * noise[wide]).astype(ink.dtype))
         if u8 is None:

@@ -22,7 +22,7 @@ PROFILE_REUSE = 2.0  # each pixel's noise enters one column and one row profile 
 # Standard error floor (px) for what the scene model leaves out: blur of a disk (not modelled),
 # colour drift across an object, anti-aliasing of the generator.  Added in quadrature to the
 # Gauss-Newton standard error; chosen so that the error of each feature lies within 2 standard
-# errors for >= 90 % of images under the degradations of issue 11 (tests/test_measure.py).
+# errors for >= 90 % of images under the mild degradations (rulelib.tasks.degrade.LEVELS).
 MODEL_SE_PX = 0.05
 
 

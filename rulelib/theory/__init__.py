@@ -9,8 +9,12 @@
     contrastive   the contrastive linear classifier, its alignment law, guidance with it
     symbolic      the sympy derivations (closed forms and the bound the numerics are checked
                   against)
+    ruler         a measured rule error as the model's error seen through a ruler: derived
+                  (observed^2 = model^2 + floor^2) and checked on rendered images
 
-`from rulelib import theory` gives the modules' public names (their ``__all__``) in one namespace.
+`from rulelib import theory` gives the modules' public names (their ``__all__``) in one namespace,
+except ``ruler``'s (import ``rulelib.theory.ruler``: it renders and measures task images, so it
+imports rulelib.tasks, which the two-patch model does not need).
 """
 
 from rulelib.theory.contrastive import *  # noqa: F403

@@ -1,5 +1,5 @@
-"""The weak-signal theory of the mitigation (issue 4): a contrastive linear classifier on the
-two-patch model, its alignment law, and what guidance with it does to the rule error R.
+"""The weak-signal theory of the mitigation (paper section 5): a contrastive linear classifier on
+the two-patch model, its alignment law, and what guidance with it does to the rule error R.
 
     contrastive_pairs        n rule-conforming samples and their negatives (b shifted by delta)
     mean_difference_direction  the classifier's direction (first GD step of any linear loss from 0)

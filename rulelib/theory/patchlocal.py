@@ -38,7 +38,7 @@ class PatchLocalConfig:
     parametrization "x0" (default): eps_W(x_t) = (x_t - s_t N_W(x_t)) / sigma_t with N_W the
     two-layer network, the usual skip connection of eps-predictors (its DSM loss is
     (s_t/sigma_t)^2 ||N_W - x_0||^2, and GD uses the step lr * sigma_t^2 / s_t^2 per time, i.e.
-    GD on the x0 loss); "eps": eps_W = N_W, the bare formula of issue 5, which must represent
+    GD on the x0 loss); "eps": eps_W = N_W, the bare parametrisation, which must represent
     x_t / sigma_t in the noise-only directions and trains poorly at small t.  Both are patch-local
     and weight-shared, which is all the decoupling results use.
 

@@ -159,45 +159,79 @@ def ratio_mean_error() -> dict:
 
 
 def independent_rule_error_bound() -> dict:
-    """A lower bound on R for every generator whose two features are independent (the premise: the
-    patch-local class, whose sampled patches are functions of independent noise), in terms of how
-    far its marginals are from the data's.
+    """Theorem (conditional on the generator's marginal errors).  For every generator whose two
+    features are independent, with finite second moments, eps_b = W2(law b_hat, law b) and
+    eps_f = W2(law f(a_hat), law f(a)) (sigma_f = sd f(a) = sd b, since b = f(a) in the data):
+        R = E(b_hat - f(a_hat))^2 >= (sigma_f - eps_b)_+^2 + (sigma_f - eps_f)_+^2.
+    It bounds R by how well the marginals are learned; it says nothing about how small eps is
+    after training (a collapsed generator has eps = sigma_f and bound 0).
 
-    X = b_hat and Y = f(a_hat) independent: E XY = E X E Y, so
-        R = E(X - Y)^2 = Var X + Var Y + (E X - E Y)^2                                    (i)
-    1-D Gelbrich bound: for any coupling of X and B with Cov(X, B) = c, |c| <= sigma_X sigma_B,
-        E(X - B)^2 = (m_X - m_B)^2 + (sigma_X - sigma_B)^2 + 2 (sigma_X sigma_B - c)
-    so W2(X, B) >= |sigma_X - sigma_B|, i.e. sigma_X >= sigma_B - W2(X, B).                (ii)
-    With B = b = f(a) and Y compared with f(a) (both of sd sigma_f), eps_b = W2(law b_hat, law b),
-    eps_f = W2(law f(a_hat), law f(a)) (<= Lip(f) W2(law a_hat, law a)):
-        R >= (sigma_f - eps_b)_+^2 + (sigma_f - eps_f)_+^2                                (iii)
-    sharp: X = m + k (B - m), k = 1 - eps/sigma_f, is at W2 distance eps (comonotone coupling) and
-    attains it, as does Y likewise with equal means.  As eps_b, eps_f -> 0 it tends to 2 Var f(a):
-    DSM drives the marginals to the data's, hence R of an independent generator to >= 2 Var f(a).
-    Returns {"R_independent" (i), "gelbrich_slack" (ii, = 2 (sigma_X sigma_B - c)), "bound" (iii,
-    for eps <= sigma_f), "attained" (R of the scaled generator minus the bound: 0), "limit"
-    (eps -> 0), "symbols"}."""
-    mx, my, mb, vx, vy = sp.symbols("m_X m_Y m_B v_X v_Y", real=True)
+    Steps, each derived here (X = b_hat, Y = f(a_hat); B, B' = b, f(a) of the data):
+    (i)   independence, E XY = E X E Y:  R = Var X + Var Y + (E X - E Y)^2.
+    (ii)  Cauchy-Schwarz, |Cov(X, B)| <= sd X sd B, for any coupling: Var(X - lam B) >= 0 for all
+          lam, minimised at lam = c / v_B, leaves v_X - c^2 / v_B >= 0.
+    (iii) E(X - B)^2 = (m_X - m_B)^2 + (s_X - s_B)^2 + 2 s_X s_B (1 - rho), rho = c / (s_X s_B) in
+          [-1, 1] by (ii): each term >= 0, so dropping the mean term and the last term
+          E(X - B)^2 >= (s_X - s_B)^2 for every coupling, hence eps_b = W2 >= |s_X - sigma_f|.
+    (iv)  positive part: s_X >= sigma_f - eps_b; if sigma_f - eps_b = t >= 0, s_X = t + w with
+          w >= 0 and s_X^2 - t^2 = w (2 t + w) >= 0; if t < 0, s_X^2 >= 0 = (t)_+^2.
+    (v)   (i) with the mean term dropped, (iv) for X and for Y: the bound.
+    Sharp: X = m + k (B - m), k = 1 - eps/sigma_f in [0, 1], coupled comonotonically with B has
+    E(X - B)^2 = (1 - k)^2 sigma_f^2 (derived below); that the comonotone coupling is the optimal
+    one in 1-D, so that this is W2^2, is the monotone-rearrangement theorem (stated in prose, not
+    derived: Villani 2003, Thm 2.18).  Two such X, Y with equal means, independent, have R = the
+    bound (derived below: not an identity, R is computed from the construction's moments).
+
+    Returns {"R_independent" (i), "cauchy_schwarz" (ii: v_X - c^2/v_B at the minimising lam),
+    "gelbrich_slack" ((iii): E(X - B)^2 - (m_X - m_B)^2 - (s_X - s_B)^2 = 2 (s_X s_B - c)),
+    "slack_nonnegative" ((iii) with rho = 1 - r, r >= 0: sympy's sign of the slack, True),
+    "positive_part" ((iv): s_X^2 - t^2 with s_X = t + w, and sympy's sign, True),
+    "bound", "w2_scaled" (E(X - B)^2 of the scaled generator), "R_scaled" (its R),
+    "attained" (R_scaled - bound, 0), "limit" (eps -> 0), "symbols"}."""
+    mx, my, mb, vx, vy, vb = sp.symbols("m_X m_Y m_B v_X v_Y v_B", real=True)
     sx, sb, cov, sf, eb, ef = sp.symbols("sigma_X sigma_B c sigma_f epsilon_b epsilon_f", real=True)
-    X, Y = sp.symbols("X Y", real=True)
+    X, Y, lam = sp.symbols("X Y lambda", real=True)
     # (i): E over independent X, Y of (X - Y)^2, moments E X^2 = v_X + m_X^2, E X = m_X, ...
     poly = sp.Poly(sp.expand((X - Y) ** 2), X, Y)
     moment = {(0, 0): 1, (1, 0): mx, (0, 1): my, (2, 0): vx + mx**2, (0, 2): vy + my**2}
     R_ind = sp.expand(sum(c * moment[m] if m != (1, 1) else c * mx * my
                           for m, c in poly.terms()))  # fmt: skip
-    # (ii): E(X - B)^2 with E XB = c + m_X m_B minus Gelbrich's (m_X - m_B)^2 + (s_X - s_B)^2
+    # (ii): Var(X - lam B) = v_X - 2 lam c + lam^2 v_B, minimised over lam
+    var_lam = vx - 2 * lam * cov + lam**2 * vb
+    lam_star = sp.solve(sp.diff(var_lam, lam), lam)[0]
+    cs = sp.factor(sp.simplify(var_lam.subs(lam, lam_star)))
+    # (iii): E(X - B)^2 with E XB = c + m_X m_B minus Gelbrich's (m_X - m_B)^2 + (s_X - s_B)^2
     e_xb = sx**2 + mx**2 - 2 * (cov + mx * mb) + sb**2 + mb**2
     slack = sp.factor(sp.expand(e_xb - (mx - mb) ** 2 - (sx - sb) ** 2))
+    sxp, sbp, r_ = sp.symbols("sigma_X sigma_B r", positive=True)  # rho = 1 - r, r in [0, 2]
+    slack_rho = sp.factor(slack.subs({sx: sxp, sb: sbp, cov: (1 - r_) * sxp * sbp}))
+    # (iv): s_X = t + w, t = sigma_f - eps_b >= 0, w >= 0
+    t_, w_ = sp.symbols("t w", nonnegative=True)
+    pos = sp.factor(sp.expand((t_ + w_) ** 2 - t_**2))
     bound = (sf - eb) ** 2 + (sf - ef) ** 2
-    # sharpness: X = m + (1 - eps_b/sigma_f)(B - m), Y likewise, equal means: R = Var X + Var Y
-    attained = sp.simplify(((1 - eb / sf) * sf) ** 2 + ((1 - ef / sf) * sf) ** 2 - bound)
+    # sharpness, from the construction X = m + k (B - m) coupled with B itself (comonotone):
+    # E(X - B)^2 with E B = m, E B^2 = sigma_f^2 + m^2
+    k, kb, kf, m0, Bs = sp.symbols("k k_b k_f m B", real=True)
+    pb = sp.Poly(sp.expand((m0 + k * (Bs - m0) - Bs) ** 2), Bs)
+    mom_b = {0: 1, 1: m0, 2: sf**2 + m0**2}
+    w2_scaled = sp.factor(sp.expand(sum(c * mom_b[e[0]] for e, c in pb.terms())))
+    # independent X = m + k_b (B - m), Y = m + k_f (B' - m): moments into (i)
+    R_scaled = R_ind.subs({mx: m0, my: m0, vx: kb**2 * sf**2, vy: kf**2 * sf**2})
+    R_scaled = R_scaled.subs({kb: 1 - eb / sf, kf: 1 - ef / sf})
     return {
         "R_independent": R_ind,
+        "cauchy_schwarz": cs,
         "gelbrich_slack": slack,
+        "slack_nonnegative": bool(slack_rho.is_nonnegative),
+        "slack_rho": slack_rho,
+        "positive_part": pos,
+        "positive_part_nonnegative": bool(pos.is_nonnegative),
         "bound": bound,
-        "attained": attained,
+        "w2_scaled": w2_scaled,
+        "R_scaled": sp.expand(R_scaled),
+        "attained": sp.simplify(R_scaled - bound),
         "limit": sp.simplify(bound.subs({eb: 0, ef: 0})),
-        "symbols": {"sigma_f": sf, "epsilon_b": eb, "epsilon_f": ef},
+        "symbols": {"sigma_f": sf, "epsilon_b": eb, "epsilon_f": ef, "k": k},
     }
 
 
