@@ -233,9 +233,14 @@ def test_a_partly_evaluated_study_run_is_flagged(tmp_path):
     for name, scored in (("size_B_250", [1, 2, 4]), ("size_B_500", [1])):
         rdir = tmp_path / name
         (rdir / "eval").mkdir(parents=True)
-        atomic.write_json(rdir / "study_run.json", {"epochs": [1, 2, 4]})
+        atomic.write_json(rdir / "study_run.json", {"run": {"epochs": [1, 2, 4]}})
         for e in scored:
             atomic.write_json(rdir / "eval" / f"epoch_{e:06d}.json", {"epoch": e, "images": e})
     done = evaluate.completeness(tmp_path)
     assert done["size_B_250"]["complete"] is True and done["size_B_500"]["complete"] is False
     assert done["size_B_500"] == {"planned": [1, 2, 4], "scored": [1], "complete": False}
+    rows = [{"n_train": 250, "images": i, "run_complete": True} for i in (250, 500, 1000)]
+    rows.append({"n_train": 500, "images": 500, "run_complete": False})
+    rows.append({"n_train": 999, "images": 999})  # carried from an earlier summary: no flag
+    kept = [(r["n_train"], r["images"]) for r in evaluate.size_points(rows)]
+    assert kept == [(250, 1000), (999, 999)]

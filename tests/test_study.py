@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from rulelib.diffusion import checkpoint
 from rulelib.diffusion import train as trainer
 from rulelib.run import profiles
-from rulelib.study import arms, command, evaluate
+from rulelib.study import arms, artefacts, command, evaluate, ruler_figure
 from rulelib.study.fit import fit_plateau, plateau, se_from_ci
 
 X = np.array(arms.length_run("B").to_dict()["images_at"], dtype=float)  # 8 000 ... 512 000
@@ -168,6 +168,30 @@ def test_size_run_trains_resumes_and_is_scored(tmp_path, monkeypatch):
     out = evaluate.summarise(tmp_path, tmp_path / "summary")
     assert len(out["rows"]) == 2 and (tmp_path / "summary" / "study.csv").exists()
     assert (tmp_path / "summary" / "size_B.png").exists()
+    # what a later ruler re-scores: the scored samples by images seen, the final EMA weights
+    got = artefacts.collect(tmp_path, tmp_path / "summary")
+    dest = tmp_path / "summary" / "runs" / run.name
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "ema_final.safetensors", "samples_0000032.npz", "samples_0000064.npz"]  # fmt: skip
+    sampled = np.load(tmp_path / run.name / "eval" / "epoch_000002.npz")["images"]
+    assert np.array_equal(np.load(dest / "samples_0000064.npz")["images"], sampled)
+    final = tmp_path / run.name / "checkpoints" / "epoch_000002" / "ema.safetensors"
+    assert (dest / "ema_final.safetensors").read_bytes() == final.read_bytes()
+    assert len(got) == 3 and artefacts.collect(tmp_path, tmp_path / "summary") == []
+    # a run scored elsewhere (its folder not here) is carried from the earlier summary; this
+    # run's own earlier rows are replaced by its current ones
+    prev = tmp_path / "summary2"
+    prev.mkdir()
+    other = {**out["rows"][-1], "run": "size_B_999"}
+    stale = {**out["rows"][-1], "resid_std": -1.0}
+    (prev / "study.json").write_text(json.dumps({"rows": [other, stale],
+                                                 "runs": {"size_B_999": {"x": 1}}}))  # fmt: skip
+    again = evaluate.summarise(tmp_path, prev)
+    names = [r["run"] for r in again["rows"]]
+    assert names.count("size_B_999") == 1 and names.count(run.name) == 2
+    assert all(r["resid_std"] != -1.0 for r in again["rows"])
+    saved = json.loads((prev / "study.json").read_text())
+    assert saved["carried"] == ["size_B_999"] and saved["runs"]["size_B_999"] == {"x": 1}
 
 
 def test_resume_points_are_resumed_from_and_then_removed(tmp_path, monkeypatch):
@@ -250,3 +274,24 @@ def test_length_arm_at_the_size_arms_budget_is_its_point_for_the_tasks_own_set()
     got = evaluate.length_at_budget(rows, "B")
     assert got == [rows[1]]  # the same task, images and sampler only
     assert evaluate.length_at_budget(rows, "C") == []  # C has no size arm
+
+
+def test_ruler_figure_bands_come_from_the_floors_file(tmp_path):
+    floors = {"tasks": {"B": {
+        "floors": {"cases": {
+            "exact/degraded": {"resid_std": {"mean": 0.001, "ci": [0.0009, 0.0011]}},
+            "paper/clean": {"resid_std": {"mean": 0.0115, "ci": [0.011, 0.012]}},
+            "paper/degraded": {"resid_std": {"mean": 0.0245, "ci": [0.023, 0.026]}}}},
+        "measurement_only": {"x/unet_samples.npz": {"resid_std_from_se": {"ci": [0.0016, 0.0032]}},
+                             "x/samples.npz": {"resid_std_from_se": {"ci": [0.002, 0.007]}}},
+    }}}  # fmt: skip
+    # exact: degraded renders' floor up to what its own uncertainty gives on U-Net samples
+    assert ruler_figure.floor_bands(floors, "B") == {"exact": (0.0009, 0.0032),
+                                                     "paper": (0.011, 0.026)}  # fmt: skip
+    base = {"run": "length_B_seed1", "arm": "length", "task": "B", "sampling": "ema ddim"}
+    rows = [{**base, "images": i, "novel_resid_std": v, "novel_resid_std_lo": v * 0.9,
+             "novel_resid_std_hi": v * 1.1, "paper_resid_std": 0.02, "paper_resid_std_lo": 0.015,
+             "paper_resid_std_hi": 0.03}
+            for i, v in ((182000, 0.0055), (512000, 0.003))]  # fmt: skip
+    assert ruler_figure.draw(rows, floors, "B", tmp_path / "r.png").exists()
+    assert ruler_figure.draw(rows, floors, "C", tmp_path / "c.png") is None  # no run of C

@@ -21,10 +21,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from rulelib import arguments
+from rulelib import arguments, atomic
 from rulelib.run import overrides
 from rulelib.run.lock import locked
-from rulelib.study import arms, evaluate, grid
+from rulelib.study import arms, artefacts, evaluate, grid, ruler_figure
 from rulelib.tasks import rulers
 
 ACTIONS = ("train", "evaluate", "summary", "run", "status")
@@ -40,6 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="B", help="task name (default B)")
     p.add_argument("--out", default="runs/study", help="study folder (one sub-folder per run)")
     p.add_argument("--to", default=None, help="summary: where to write CSV/JSON/figures")
+    p.add_argument(
+        "--floors",
+        default="results/rulers/floors.json",
+        help="summary: the rulers' floors (python -m rulelib rulers floors) for rulers_<task>.png",
+    )
     p.add_argument(
         "--images",
         type=arguments.positive_int,
@@ -181,6 +186,14 @@ def run(args, command: str | None = None) -> int:
                                       measurement=args.measurement)  # fmt: skip
         return 0
     evaluate.summarise(args.out, args.to or args.out, command=command)
+    if args.to:  # a summary elsewhere (results/) also gets what a later ruler re-scores
+        artefacts.collect(args.out, args.to)
+    floors = Path(args.floors)
+    if floors.exists():  # the answer read with both rulers, their floors as bands
+        rows = atomic.read_json(Path(args.to or args.out) / "study.json")["rows"]
+        for task in sorted({r["task"] for r in rows if r["arm"] == "length"}):
+            ruler_figure.draw(rows, atomic.read_json(floors), task,
+                              Path(args.to or args.out) / f"rulers_{task}.png")  # fmt: skip
     return 0
 
 

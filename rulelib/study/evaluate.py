@@ -207,6 +207,10 @@ def row(e: dict) -> dict:
             v, (lo, hi) = _v(e.get(which), key)
             tag = "" if which == "generated" else "novel_"
             r[f"{tag}{key}"], r[f"{tag}{key}_lo"], r[f"{tag}{key}_hi"] = v, lo, hi
+    paper = (e.get("paper_ruler") or {}).get("generated")  # the paper's ruler, where scored
+    for key in ("measurable_rate", "conforming_pct", "slope", "bias_k1", "resid_std"):
+        v, (lo, hi) = _v(paper, key) if paper else (None, (None, None))
+        r[f"paper_{key}"], r[f"paper_{key}_lo"], r[f"paper_{key}_hi"] = v, lo, hi
     m = e["memorisation"]
     r["copy_rate"] = m["copy_rate"]["value"]
     r["nearest_median"] = m["nearest"]["median"]
@@ -331,6 +335,14 @@ def _draw_fit(ax, f: dict, x_max: float) -> None:
         ax.axhspan(*f["c_ci"], color="grey", alpha=0.2)
 
 
+def size_points(rows) -> list[dict]:
+    """The size arm's points: the last checkpoint of each training-set size (rows sorted by
+    images), of runs scored to their end -- a stopped evaluation's first checkpoint is no such
+    point (``run_complete`` False)."""
+    done = [r for r in rows if r.get("run_complete") is not False]
+    return list({r["n_train"]: r for r in done}.values())
+
+
 def _figure(rows, fitd, arm, task, path):
     rs = sorted(
         (r for r in rows if r["arm"] == arm and r["task"] == task and r["sampling"] == "ema ddim"
@@ -344,10 +356,8 @@ def _figure(rows, fitd, arm, task, path):
     for ax, (err, (to_err, label)) in zip(axes, ERRORS.items()):
         key = "novel_" + SOURCE[err]
         have = [r for r in rs if r[key] is not None and r[key + "_lo"] is not None]
-        if arm == "size":  # the size arm: the last checkpoint of each training-set size, of
-            # runs scored to their end (a stopped evaluation's first checkpoint is no such point)
-            have = [r for r in have if r.get("run_complete") is not False]
-            have = list({r["n_train"]: r for r in have}.values())  # rs is sorted by images
+        if arm == "size":
+            have = size_points(have)
         if have:
             x = np.array([r[xkey] for r in have], dtype=float)
             y = np.array([to_err(r[key]) for r in have])
@@ -426,12 +436,25 @@ def completeness(out) -> dict[str, dict]:
     for rdir in sorted(Path(out).glob("*_*")):
         if not (rdir / "study_run.json").exists():
             continue
-        planned = list(atomic.read_json(rdir / "study_run.json").get("epochs", []))
+        spec = atomic.read_json(rdir / "study_run.json")
+        planned = list(spec.get("run", {}).get("epochs", []))  # arms.train_run's record
         scored = sorted({e["epoch"] for e in load_entries(rdir)}) if (rdir / "eval").is_dir() \
             else []  # fmt: skip
         done[rdir.name] = {"planned": planned, "scored": scored,
                            "complete": bool(planned) and planned[-1] in scored}  # fmt: skip
     return done
+
+
+def carried(previous: Path, here: set) -> dict:
+    """Rows, run records and trainer logs of an earlier summary (``previous``, a study.json) for
+    the runs whose folders are not under this ``out``: a study spread over machines, or one whose
+    early run folders are gone, keeps the scores it committed.  A run present here replaces its
+    carried rows."""
+    old = atomic.read_json(previous) if Path(previous).exists() else {}
+    rows = [r for r in old.get("rows", []) if r["run"] not in here]
+    names = sorted({r["run"] for r in rows})
+    pick = lambda d: {k: v for k, v in (old.get(d) or {}).items() if k in names}  # noqa: E731
+    return {"rows": rows, "names": names, "runs": pick("runs"), "train_logs": pick("train_logs")}
 
 
 def summarise(out, to, command: str | None = None) -> dict:
@@ -444,21 +467,25 @@ def summarise(out, to, command: str | None = None) -> dict:
         r["run_complete"] = done.get(r["run"], {}).get("complete")
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
+    folders = sorted(Path(out).glob("*_*"))
+    runs = {d.name: atomic.read_json(d / "study_run.json")
+            for d in folders if (d / "study_run.json").exists()}  # fmt: skip
+    logs = {d.name: list(_train_log(d).values()) for d in folders}
+    kept = carried(to / "study.json", set(runs) | {r["run"] for r in rows})
+    rows = kept["rows"] + rows
     fitd = fits(rows)
     if rows:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        names = list(dict.fromkeys(k for r in rows for k in r))  # carried rows may lack new keys
+        w = csv.DictWriter(buf, fieldnames=names)
         w.writeheader()
         w.writerows(rows)
         atomic.write_text(to / "study.csv", buf.getvalue())
     atomic.write_json(to / "study.json", {
         "rows": rows, "command": command, "created": provenance.now_iso(),
         "machine": provenance.machine_info(), "git_commit": provenance.git_commit(),
-        "runs": {rdir.name: atomic.read_json(rdir / "study_run.json")
-                 for rdir in sorted(Path(out).glob("*_*")) if (rdir / "study_run.json").exists()},
-        "train_logs": {rdir.name: list(_train_log(rdir).values())
-                       for rdir in sorted(Path(out).glob("*_*"))},
-        "completeness": done,
+        "runs": {**kept["runs"], **runs}, "train_logs": {**kept["train_logs"], **logs},
+        "completeness": done, "carried": kept["names"],
     })  # fmt: skip
     atomic.write_json(to / "fits.json", fitd)
     figs = []

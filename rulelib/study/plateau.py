@@ -228,9 +228,11 @@ MIN_MEASURABLE = 0.95  # a point is fitted only where this share of its samples 
 LOOSE_MEASURABLE = 0.8  # the first study's gate: fitted too, as a sensitivity check (no power)
 POWER_C = (0.0, 0.002, 0.003, 0.005)
 POWER_REPS = 200  # replicates per power entry: its exact CI is about +-7 points at 50 %
-# The rulers' floors (residual std that measurement alone adds, per task), entered in the fit in
-# quadrature; None: not measured yet, the fit then uses 0 only.
-FLOORS: dict[str, float | None] = {}
+# The exact ruler's floor on generated samples (residual std that measurement alone adds, per
+# task), entered in the fit in quadrature beside floor 0: its per-image standard errors propagated
+# through y - k x on the length arm's U-Net samples (results/rulers/floors.md, "exact, se
+# propagated", results/analytic/<task>/unet_samples.npz: B 0.0024 [0.0016, 0.0032], C 0.0029).
+FLOORS: dict[str, float | None] = {"B": 0.0024, "C": 0.0029}
 
 
 def curve_fits(points, *, task: str, floors=None, power_reps: int | None = None,

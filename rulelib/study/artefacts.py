@@ -1,0 +1,49 @@
+"""What a later ruler needs from a study run, copied next to its summary to be committed.
+
+A run folder (checkpoints of 15 MB each, optimiser state included) stays on the machine that
+trained it; a new machine starts without it.  So that any ruler can re-score a study without
+retraining, ``collect`` copies, per run, the samples of every scored checkpoint (uint8 npz, about
+120 KB per 128 samples) and, once the run is finished, its final EMA weights (safetensors, 3.8 MB
+for the small U-Net) into ``<to>/runs/<run>/``: ``samples_<images>.npz`` and
+``ema_final.safetensors``.  Files already there with the same bytes are left alone; every copy is
+atomic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rulelib import atomic
+from rulelib.diffusion import checkpoint
+
+
+def _copy(src: Path, dst: Path) -> bool:
+    data = src.read_bytes()
+    if dst.exists() and dst.read_bytes() == data:
+        return False
+    atomic.write_bytes(dst, data)
+    return True
+
+
+def collect(out, to) -> list[str]:
+    """Copy the scored samples and final weights of every run under ``out`` into
+    ``<to>/runs/<run>/``; returns the files written (unchanged ones are not rewritten)."""
+    written = []
+    for rdir in sorted(Path(out).glob("*_*")):
+        evals = sorted((rdir / "eval").glob("epoch_*.npz")) if (rdir / "eval").is_dir() else []
+        ckpts = checkpoint.list_checkpoints(rdir) if (rdir / "checkpoints").is_dir() else []
+        if not evals and not ckpts:
+            continue
+        dest = Path(to) / "runs" / rdir.name
+        dest.mkdir(parents=True, exist_ok=True)
+        spec = atomic.read_json(rdir / "study_run.json")["run"]
+        n_train, last = spec["n_train"], spec["epochs"][-1]
+        for f in evals:  # epoch_000091.npz or epoch_000256_raw_ddpm.npz -> images seen
+            epoch, _, rest = f.stem.removeprefix("epoch_").partition("_")
+            name = f"samples_{int(epoch) * n_train:07d}{'_' + rest if rest else ''}.npz"
+            if _copy(f, dest / name):
+                written.append(str(dest / name))
+        if ckpts and ckpts[-1][0] == last and (ckpts[-1][1] / "ema.safetensors").exists():
+            if _copy(ckpts[-1][1] / "ema.safetensors", dest / "ema_final.safetensors"):
+                written.append(str(dest / "ema_final.safetensors"))
+    return written
