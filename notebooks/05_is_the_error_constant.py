@@ -648,15 +648,21 @@ for run in sorted(fits):
     p = metrics.PAPER[name]["generated"]["resid_std"]
     pw = [q for q in power_rows if q["run"] == run and q["c_true"] == 0.003]
     power_txt = ", ".join(f"{q['shape']} {q['detected']:.2f}" for q in pw) or "not simulated"
+    p_txt = ", ".join(f"{r['lrt_p']:.2g} ({r['shape']})" for r in mine)
     if all(r["lrt_p"] < 0.05 for r in mine):
-        shape_word = "every shape detects a plateau (likelihood-ratio p < 0.05)"
+        shape_word = f"every shape detects a plateau (likelihood-ratio p = {p_txt})"
     elif all(r["lrt_p"] >= 0.05 for r in mine) and pw and min(q["detected"] for q in pw) >= 0.8:
         shape_word = "no shape detects a plateau, with power >= 0.8 to see one of 0.003"
-    else:
-        p_txt = ", ".join(f"{r['shape']} {r['lrt_p']:.2g}" for r in mine)
+    elif any(r["lrt_p"] < 0.05 for r in mine):
         shape_word = (
-            f"the data cannot tell a plateau from a decay to zero (likelihood-ratio p "
-            f"{p_txt}; power to detect a true plateau of 0.003: {power_txt})"
+            f"the shapes disagree (likelihood-ratio p = {p_txt}): a plateau under one "
+            f"shape, a decay to zero under another; power to detect a true plateau of "
+            f"0.003: {power_txt}"
+        )
+    else:
+        shape_word = (
+            f"the data cannot tell a plateau from a decay to zero (likelihood-ratio "
+            f"p = {p_txt}; power to detect a true plateau of 0.003: {power_txt})"
         )
     answer.append(f"**{run}** (≥ {gate} of the samples measurable, {mine[0]['points']} "
                   f"checkpoints): {shape_word}; under every shape a plateau above {hi:.4f} is "
