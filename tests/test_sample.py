@@ -185,6 +185,30 @@ def test_clip_eps_clamps_the_implied_clean_image_and_keeps_in_range_predictions(
     torch.testing.assert_close(eps_c[inside], eps[inside], atol=1e-4, rtol=0)
 
 
+def test_more_samples_keep_the_first_draws_and_draw_only_the_rest(tiny, tmp_path):
+    kw = dict(seed=5, method="ddim", steps=10, eta=1.0, batch_size=16, progress=False)
+    full = sample(tiny, SHORT, 56, **kw)  # 3.5 chunks of 16
+    out = tmp_path / "samples.npz"
+    first = sample(tiny, SHORT, 40, out_path=out, **kw)  # 2.5 chunks: the half chunk is redrawn
+    np.testing.assert_array_equal(first[:32], full[:32])
+    calls = {"n": 0}
+
+    def counting(x, t):
+        calls["n"] += 1
+        return tiny(x, t)
+
+    more = sample(tiny, SHORT, 56, eps_fn=counting, out_path=out, **kw)
+    assert calls["n"] == 20  # chunks 2 and 3 (two batches of one chunk, 10 steps each)
+    np.testing.assert_array_equal(more, full)
+    images, settings = load_samples(out)
+    assert settings["n"] == 56 and np.array_equal(images, full)
+    assert not out.with_name("samples.parts").exists()
+    with pytest.raises(ValueError, match=r"different settings.*\['n'\]"):  # fewer: refused
+        sample(tiny, SHORT, 24, out_path=out, **kw)
+    with pytest.raises(ValueError, match=r"different settings.*eta"):  # more, but other draws
+        sample(tiny, SHORT, 64, out_path=out, **{**kw, "eta": 0.5})
+
+
 def test_clip_x0_is_recorded_and_resumable_output_is_never_mixed(tmp_path):
     eps = single_image_oracle(torch.full((1, 3, 32, 32), 0.5))
     kw = dict(seed=0, method="ddim", steps=5, eta=1.0, eps_fn=eps, progress=False)

@@ -192,6 +192,17 @@ def test_size_run_trains_resumes_and_is_scored(tmp_path, monkeypatch):
     assert all(r["resid_std"] != -1.0 for r in again["rows"])
     saved = json.loads((prev / "study.json").read_text())
     assert saved["carried"] == ["size_B_999"] and saved["runs"]["size_B_999"] == {"x": 1}
+    # the points a conclusion rests on (the last three; here both) are scored again with more
+    # samples, the earlier ones kept as the first draws; a run's other points are left alone
+    assert evaluate.wanted_n(arms.length_run("B"), "epoch_000004", 128, 512) == 128
+    assert evaluate.wanted_n(arms.length_run("B"), "epoch_000181", 128, 512) == 512
+    more = evaluate.evaluate_run(tmp_path, run, n=16, conclusion_n=32, progress=False)
+    assert [x["sampling"]["n"] for x in more] == [32, 32]
+    assert more[-1]["created"] != e["created"]
+    bigger = np.load(tmp_path / run.name / "eval" / "epoch_000002.npz")["images"]
+    assert bigger.shape[0] == 32 and np.array_equal(bigger[:16], sampled)
+    again = evaluate.evaluate_run(tmp_path, run, n=16, conclusion_n=32, progress=False)
+    assert [x["created"] for x in again] == [x["created"] for x in more]
 
 
 def test_resume_points_are_resumed_from_and_then_removed(tmp_path, monkeypatch):

@@ -18,8 +18,10 @@ otherwise).
 Resumable output. With `out_path=".../samples.npz"`, every finished noise chunk is saved at once
 as `.../samples.parts/chunk_XXXXXX.npy` (atomically); a rerun with the same settings loads the
 finished chunks and samples only the rest; at the end the images go to the npz (compressed,
-atomic) and the parts folder is removed. A rerun after completion returns the saved images. A
-rerun with different settings is refused (ValueError naming the differing keys) rather than
+atomic) and the parts folder is removed. A rerun after completion returns the saved images; a
+rerun asking for more samples with otherwise equal settings keeps the saved ones as its first
+whole chunks (the same draws, by the seeding guarantee) and draws only the rest. A rerun with
+other different settings is refused (ValueError naming the differing keys) rather than
 mixing or overwriting samples.  Every chunk read back, and every finished npz, is checked against
 the recorded settings (count, shape, dtype uint8); one that is unreadable or does not match is
 refused by a ValueError naming the file, never scored.
@@ -260,6 +262,14 @@ def _timesteps(schedule: Schedule, method: str, steps: int | None) -> list[int]:
     raise ValueError(f"method must be 'ddpm' or 'ddim', got {method!r}")
 
 
+def _fewer_draws(old: dict, settings: dict) -> bool:
+    """Whether samples made with ``old`` settings are the first draws of ``settings``: every
+    setting equal but n, and fewer of them.  Chunk c's noise depends on (seed, c) alone, so the
+    old run's whole chunks are the new run's first chunks (a partial last chunk is drawn again:
+    its later steps' noise comes from a shorter stream)."""
+    return _diff_keys(old, settings) == ["n"] and old["n"] < settings["n"]
+
+
 def _resume_chunks(parts: Path, settings: dict, chunk_sizes, image_shape) -> dict[int, np.ndarray]:
     """The finished chunks of an interrupted run in `parts` (checked against the recorded
     settings, count, shape and dtype), after recording the settings of a new one."""
@@ -360,16 +370,22 @@ def sample(
     parts = None
     if out_path is not None:
         out_path = Path(out_path)
-        if out_path.exists():  # finished earlier: the same settings, or a clear refusal
+        earlier = None
+        if out_path.exists():  # finished earlier: the same settings, fewer draws, or a refusal
             images, old = load_samples(out_path)
-            if old != settings:
+            if old == settings:
+                return images
+            if not _fewer_draws(old, settings):
                 raise ValueError(
                     f"{out_path} holds samples made with different settings "
                     f"(differing: {_diff_keys(old, settings)}); delete it or choose another path"
                 )
-            return images
+            earlier = images
         parts = out_path.with_name(out_path.stem + ".parts")
         done = _resume_chunks(parts, settings, chunk_sizes, image_shape)
+        if earlier is not None:  # its whole chunks are this run's first chunks, draw for draw
+            for c in range(len(earlier) // noise_chunk):
+                done.setdefault(c, earlier[c * noise_chunk : (c + 1) * noise_chunk])
 
     todo = [c for c in range(n_chunks) if c not in done]
     per_batch = batch_size // noise_chunk

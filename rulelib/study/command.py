@@ -60,6 +60,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--n", type=arguments.image_count, default=256,
                    help="evaluate: samples per checkpoint")  # fmt: skip
+    p.add_argument("--conclusion-n", type=arguments.image_count, default=evaluate.CONCLUSION_N,
+                   help="evaluate: samples at each run's last three checkpoints, those its "
+                   f"conclusion rests on (default {evaluate.CONCLUSION_N}; scored again when "
+                   "they hold fewer)")  # fmt: skip
     p.add_argument("--seed", type=arguments.seed, default=0)
     p.add_argument("--device", type=arguments.device, default="cpu")
     p.add_argument(
@@ -183,7 +187,8 @@ def run(args, command: str | None = None) -> int:
                 evaluate.evaluate_run(args.out, r, n=args.n, device=args.device,
                                       progress=not args.quiet, time_limit_s=limit,
                                       raw_ddpm=args.raw_ddpm, epochs=args.epochs,
-                                      measurement=args.measurement)  # fmt: skip
+                                      measurement=args.measurement,
+                                      conclusion_n=args.conclusion_n)  # fmt: skip
         return 0
     evaluate.summarise(args.out, args.to or args.out, command=command)
     if args.to:  # a summary elsewhere (results/) also gets what a later ruler re-scores

@@ -2,7 +2,8 @@
 
 Per checkpoint (``evaluate_run``), into <run>/eval/epoch_XXXXXX.json:
 
-* ``n`` samples from the EMA weights with the quick profile's sampler (100-step ancestral DDIM,
+* ``n`` samples (at the run's last three points ``conclusion_n``, 512 by default) from the EMA
+  weights with the quick profile's sampler (100-step ancestral DDIM,
   x0 clipped), the same noise seed at every checkpoint, so the curve compares models rather than
   noise draws; samples resume chunk by chunk (<run>/eval/epoch_XXXXXX.npz);
 * the rule metrics with bootstrap CIs (rulelib.metrics.rule_report), of all images and of the
@@ -62,6 +63,8 @@ SOURCE = {"resid_std": "resid_std", "not_within_5pct": "within_5pct",
 # measurable images rises and falls with that selection rather than decaying, which the power
 # law c + a x^-b does not describe.
 FIT_MIN_MEASURABLE = 0.8
+CONCLUSION_POINTS = 3  # a run's last three points carry its conclusion: scored with more samples
+CONCLUSION_N = 512  # their samples (the grid's and `study evaluate`'s default)
 
 
 def _dsm_gap(model, schedule, run: arms.ArmRun, train_images, fresh) -> dict:
@@ -137,26 +140,57 @@ def score_checkpoint(run: arms.ArmRun, rdir: Path, epoch, ckpt: Path, *, n: int,
     }  # fmt: skip
 
 
+def wanted_n(run: arms.ArmRun, tag: str, n: int, conclusion_n: int | None = None) -> int:
+    """Samples for one point: ``n``, or at least ``conclusion_n`` at the run's last
+    CONCLUSION_POINTS points, those its conclusion rests on (the paper's ruler drops about half
+    of the samples, so they need more)."""
+    last = {t for t, _ in run.points()[-CONCLUSION_POINTS:]}
+    return max(n, conclusion_n or 0) if tag in last else n
+
+
+def needs_scoring(entry: Path, n: int | None = None) -> bool:
+    """An eval entry is missing, or (with ``n``) holds fewer than ``n`` samples."""
+    if not entry.exists():
+        return True
+    return n is not None and atomic.read_json(entry)["sampling"]["n"] < n
+
+
+def _todo(rdir: Path, run: arms.ArmRun, trained, n: int, conclusion_n, more: bool) -> list:
+    """(tag, images, samples) of each trained point to score: not scored yet, or scored with
+    fewer samples than it needs (its conclusion_n, or ``n`` everywhere with ``more``)."""
+    todo = []
+    for tag, images in run.points():
+        want = wanted_n(run, tag, n, conclusion_n)
+        if tag in trained and needs_scoring(rdir / "eval" / f"{tag}.json",
+                                            want if more or want > n else None):  # fmt: skip
+            todo.append((tag, images, want))
+    return todo
+
+
 def evaluate_run(out, run: arms.ArmRun, *, n=256, device="cpu", progress=True,
                  time_limit_s=None, raw_ddpm=False, epochs=None,
-                 train_images=None, measurement="both") -> list[dict]:  # fmt: skip
+                 train_images=None, measurement="both", more=False,
+                 conclusion_n=None) -> list[dict]:  # fmt: skip
     """Score each trained checkpoint of ``run`` not scored yet (only ``epochs`` when given, so
     that two processes can share the checkpoints); returns every entry so far.
-    train_images: the run's training set when the caller has it (``run.training_set()``)."""
+    train_images: the run's training set when the caller has it (``run.training_set()``).
+    more: also score again, with ``n`` samples, each checkpoint scored with fewer; its samples
+    file keeps the earlier draws as its first ones (rulelib.diffusion.sample: the same seed's
+    chunks), so only the rest are drawn.  conclusion_n: the samples of the last
+    CONCLUSION_POINTS points (``wanted_n``); an entry with fewer is scored again the same way."""
     rdir = arms.run_dir(out, run)
     ckpts = dict(checkpoint.list_checkpoints(rdir))
     points = arms.trained_points(out, run)
     (rdir / "eval").mkdir(parents=True, exist_ok=True)
-    todo = [(tag, i) for tag, i in run.points() if tag in points
-            and not (rdir / "eval" / f"{tag}.json").exists()]  # fmt: skip
+    todo = _todo(rdir, run, points, n, conclusion_n, more)
     if train_images is None and (todo or ckpts):
         train_images = run.training_set()
     t0 = time.time()
-    for tag, images in todo:
+    for tag, images, want in todo:
         epoch = images // run.n_train() if tag.startswith("epoch_") else images / run.n_train()
         if epochs is not None and epoch not in epochs:
             continue
-        e = score_checkpoint(run, rdir, epoch, points[tag], n=n, train_images=train_images,
+        e = score_checkpoint(run, rdir, epoch, points[tag], n=want, train_images=train_images,
                              device=device, progress=progress, tag=tag,
                              measurement=measurement)  # fmt: skip
         atomic.write_json(rdir / "eval" / f"{tag}.json", e)

@@ -56,12 +56,14 @@ LOCAL_TIMEOUT_MIN = 60 * 24 * 14  # submitit's local jobs are killed at their ti
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One job of a grid: train ``run`` and score each checkpoint with ``n`` samples.
+    """One job of a grid: train ``run`` and score each checkpoint with ``n`` samples, its last
+    three with ``conclusion_n`` (``evaluate.wanted_n``).
     extend: a folder of the same run made for a smaller budget is taken on (``arms.extends``)."""
 
     run: arms.ArmRun
     n: int = N_SAMPLES
     extend: bool = False
+    conclusion_n: int = evaluate.CONCLUSION_N
 
     @property
     def name(self) -> str:
@@ -77,8 +79,8 @@ def _grids() -> dict[str, list[Job]]:
     dit = [Job(arms.length_run("B", DIT_IMAGES, preset="dit"))]
     length_c = [Job(arms.length_run("C", arms.LENGTH_IMAGES), extend=True)]
     smoke = [
-        Job(arms.size_run("B", 32, images=128, base="smoke"), n=16),
-        Job(arms.fresh_run("B", 128, first=32, base="smoke"), n=16),
+        Job(arms.size_run("B", 32, images=128, base="smoke"), n=16, conclusion_n=16),
+        Job(arms.fresh_run("B", 128, first=32, base="smoke"), n=16, conclusion_n=16),
     ]
     return {
         "seeds": seeds, "longer": longer, "fresh": fresh, "widths": widths,
@@ -107,7 +109,13 @@ def progress_of(out, job: Job) -> dict:
     rdir = arms.run_dir(out, job.run)
     points = job.run.points()
     trained = arms.trained_points(out, job.run) if rdir.is_dir() else {}
-    scored = [t for t, _ in points if (rdir / "eval" / f"{t}.json").exists()]
+    scored = [
+        t
+        for t, _ in points
+        if not evaluate.needs_scoring(
+            rdir / "eval" / f"{t}.json", evaluate.wanted_n(job.run, t, job.n, job.conclusion_n)
+        )
+    ]
     last = max((i for t, i in points if t in trained), default=None)
     return {"points": len(points), "trained": len(trained), "scored": len(scored),
             "last_images": last}  # fmt: skip
@@ -143,7 +151,8 @@ def run_job(out, job: Job, *, device="cpu", progress=False, say=print) -> dict:
             if "images" not in cache:  # rendered once per job (the fresh arm's 512 000 images)
                 cache["images"] = job.run.training_set()
             evaluate.evaluate_run(out, job.run, n=job.n, device=device, progress=progress,
-                                  train_images=cache["images"])  # fmt: skip
+                                  train_images=cache["images"],
+                                  conclusion_n=job.conclusion_n)  # fmt: skip
 
         if arms.trained_points(out, job.run):
             score()  # checkpoints trained before an interruption, not scored yet
