@@ -22,9 +22,9 @@ from rulelib.metrics.rules import (
     TRIM_MODES,
     WITHIN_TOLS,
     _as_ok,
-    _fit_rows,
     _trim_mask,
     conforming,
+    fit_rows,
     measured_xy,
     within,
 )
@@ -79,7 +79,7 @@ def _stats(x, y, coarse, k: float, trim: str, idx=None) -> dict[str, np.ndarray]
     """Every metric except measurable_rate, for each row of resample indices idx (B, m).
 
     idx None means the data as given (one row).  Shares are means of per-image indicators; the fit
-    metrics come from `_fit_rows` on the resampled scatter.
+    metrics come from `fit_rows` on the resampled scatter.
     """
     if idx is None:
         idx = np.arange(x.size)[None]
@@ -90,7 +90,7 @@ def _stats(x, y, coarse, k: float, trim: str, idx=None) -> dict[str, np.ndarray]
     }
     for tol in WITHIN_TOLS:
         out[f"within_{round(tol * 100)}pct"] = 100 * within(xs, ys, k, tol).mean(axis=1)
-    slope, intercept, r2, resid_std, _ = _fit_rows(xs, ys, trim)
+    slope, intercept, r2, resid_std, _ = fit_rows(xs, ys, trim)
     out.update(slope=slope, intercept=intercept, r2=r2, resid_std=resid_std)
     # Fit error of the paper: distance of the fitted line from the rule line y = k x.
     out["bias"] = np.abs(slope - k) + np.abs(intercept)

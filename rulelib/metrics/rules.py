@@ -159,7 +159,7 @@ def _trim_mask(x, y, trim: str):
     raise ValueError(f"trim must be one of {TRIM_MODES}, got {trim!r}")
 
 
-def _fit_rows(x, y, trim: str):
+def fit_rows(x, y, trim: str):
     """Trimmed fit of every row of x, y (shape (B, m)); returns arrays of shape (B,)."""
     return _ols(x, y, _trim_mask(x, y, trim))
 
@@ -180,7 +180,7 @@ def fit_line(x, y, *, trim: str = "residuals") -> dict:
         raise ValueError("x and y must be finite; found NaN or inf")
     if trim not in TRIM_MODES:
         raise ValueError(f"trim must be one of {TRIM_MODES}, got {trim!r}")
-    slope, intercept, r2, resid_std, sw = _fit_rows(x[None], y[None], trim)
+    slope, intercept, r2, resid_std, sw = fit_rows(x[None], y[None], trim)
     return {
         "slope": float(slope[0]),
         "intercept": float(intercept[0]),

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from rulelib.metrics.rules import TRIM_MODES, TRIM_PCT, _fit_rows
+from rulelib.metrics.rules import TRIM_MODES, TRIM_PCT, fit_rows
 from rulelib.tasks import rulers
 
 __all__ = [
@@ -164,7 +164,7 @@ def model_error_scale(task, base: dict, e: np.ndarray, min_scale: float = 0.05) 
 
 
 def _resid_std_rows(x, y, idx, trim):
-    return _fit_rows(x[idx], y[idx], trim)[3]
+    return fit_rows(x[idx], y[idx], trim)[3]
 
 
 def _value_ci(point, boot):
