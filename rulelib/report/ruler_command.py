@@ -144,13 +144,17 @@ def validation_rows(res: dict) -> list[dict]:
     return rows
 
 
+def _header(title: str, p: dict) -> list[str]:
+    """A results file's title and the command, machine, time and commit that wrote it."""
+    cpu = f" ({p['cpu_s']} s CPU)" if "cpu_s" in p else ""
+    return [f"# {title}", "",
+            f"`{p['command']}` — {p['machine']}, {p['wall_s']} s wall{cpu}, "
+            f"commit {p['git_commit']}.", ""]  # fmt: skip
+
+
 def validation_markdown(doc: dict) -> str:
-    p = doc["provenance"]
     lines = [
-        "# The paper's ruler on the training images (validation)",
-        "",
-        f"`{p['command']}` — {p['machine']}, {p['wall_s']} s wall, commit {p['git_commit']}.",
-        "",
+        *_header("The paper's ruler on the training images (validation)", doc["provenance"]),
         "Training set of each task (seed 0) rendered large and measured at that size by the "
         "reconstructed ruler (docs/rulers.md); 95 % bootstrap CIs over images. The band is over "
         "the mask variants at that size (colour boxes; not-white at 15, 30, 60 grey levels). "
@@ -198,13 +202,8 @@ def floor_rows(res: dict) -> list[dict]:
 
 
 def floors_markdown(doc: dict) -> str:
-    p = doc["provenance"]
     lines = [
-        "# Both rulers' floors",
-        "",
-        f"`{p['command']}` — {p['machine']}, {p['wall_s']} s wall ({p['cpu_s']} s CPU), "
-        f"commit {p['git_commit']}.",
-        "",
+        *_header("Both rulers' floors", doc["provenance"]),
         "Rule-exact 32 px renders (`task.sample`), clean and degraded like generated samples "
         "(colour shift, gain/offset, 0.5 px blur, pixel noise calibrated so the exact ruler's "
         "median se_px matches the committed samples'); mean over seeds with a 95 % t-interval. "
