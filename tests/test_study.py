@@ -141,6 +141,11 @@ def test_size_run_trains_resumes_and_is_scored(tmp_path, monkeypatch):
     assert run.epochs == (1, 2)
     res = arms.train_run(tmp_path, run, progress=False, time_limit_s=0)  # one segment, then stop
     assert res == {"finished": False, "epochs": [1]}
+    # a run not finished commits the EMA weights of its newest scored checkpoint
+    evaluate.evaluate_run(tmp_path, run, n=16, progress=False)
+    artefacts.collect(tmp_path, tmp_path / "summary")
+    part = tmp_path / "summary" / "runs" / run.name
+    assert sorted(p.name for p in part.glob("ema_*")) == ["ema_0000032.safetensors"]
     res = arms.train_run(tmp_path, run, progress=False)  # resumes from epoch 1
     assert res == {"finished": True, "epochs": [1, 2]}
     log = (tmp_path / run.name / "train_log.jsonl").read_text().splitlines()
@@ -177,7 +182,8 @@ def test_size_run_trains_resumes_and_is_scored(tmp_path, monkeypatch):
     assert np.array_equal(np.load(dest / "samples_0000064.npz")["images"], sampled)
     final = tmp_path / run.name / "checkpoints" / "epoch_000002" / "ema.safetensors"
     assert (dest / "ema_final.safetensors").read_bytes() == final.read_bytes()
-    assert len(got) == 3 and artefacts.collect(tmp_path, tmp_path / "summary") == []
+    # the finished run's final weights replace the unfinished run's; samples_0000032 was there
+    assert len(got) == 2 and artefacts.collect(tmp_path, tmp_path / "summary") == []
     # a run scored elsewhere (its folder not here) is carried from the earlier summary; this
     # run's own earlier rows are replaced by its current ones
     prev = tmp_path / "summary2"

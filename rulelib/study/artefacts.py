@@ -5,8 +5,10 @@ trained it; a new machine starts without it.  So that any ruler can re-score a s
 retraining, ``collect`` copies, per run, the samples of every scored checkpoint (uint8 npz, about
 120 KB per 128 samples) and, once the run is finished, its final EMA weights (safetensors, 3.8 MB
 for the small U-Net) into ``<to>/runs/<run>/``: ``samples_<images>.npz`` and
-``ema_final.safetensors``.  Files already there with the same bytes are left alone; every copy is
-atomic.
+``ema_final.safetensors``.  A run not finished yet (one extended to a larger budget, or stopped)
+gets the EMA weights of its newest scored checkpoint instead, ``ema_<images>.safetensors``, which
+replaces the copy of an older one.  Files already there with the same bytes are left alone; every
+copy is atomic.
 """
 
 from __future__ import annotations
@@ -43,7 +45,17 @@ def collect(out, to) -> list[str]:
             name = f"samples_{int(epoch) * n_train:07d}{'_' + rest if rest else ''}.npz"
             if _copy(f, dest / name):
                 written.append(str(dest / name))
+        scored = [(e, p) for e, p in ckpts if (rdir / "eval" / f"epoch_{e:06d}.json").exists()]
         if ckpts and ckpts[-1][0] == last and (ckpts[-1][1] / "ema.safetensors").exists():
-            if _copy(ckpts[-1][1] / "ema.safetensors", dest / "ema_final.safetensors"):
-                written.append(str(dest / "ema_final.safetensors"))
+            epoch, src, name = last, ckpts[-1][1], "ema_final.safetensors"
+        elif scored and (scored[-1][1] / "ema.safetensors").exists():
+            epoch, src = scored[-1]
+            name = f"ema_{epoch * n_train:07d}.safetensors"
+        else:
+            continue
+        for old in dest.glob("ema_*.safetensors"):  # the newest weights only
+            if old.name != name:
+                old.unlink()
+        if _copy(src / "ema.safetensors", dest / name):
+            written.append(str(dest / name))
     return written
