@@ -204,7 +204,7 @@ def _evaluate(args, command: str) -> int:
     run = _settings(args, names, command)
     for name in names:
         if args.sweep:
-            stages.sweep(run, name)
+            stages.sweep(run, name, args.measurement)
         else:
             stages.evaluate(run, name, args.measurement)
     report.write_run_report(run.out, limits=run.profile.limits)

@@ -61,6 +61,12 @@ def test_reproduce_writes_every_result(smoke_run):
     rows = (a / "sweep.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,n,") and len(rows) == 1 + len(epochs)
     assert [int(r.split(",")[0]) for r in rows[1:]] == epochs
+    # both rulers (the default measurement): the paper's in its own columns, from its own reading
+    sweep = {r["epoch"]: r for r in m["sweep"]}
+    last = sweep[epochs[-1]]
+    assert last["measurable_rate"] == m["generated"]["measurable_rate"]["value"]
+    assert last["paper_measurable_rate"] == m["paper_ruler"]["generated"]["measurable_rate"]["value"]
+    assert "paper_resid_std_hi" in rows[0].split(",")
 
     text = (out / "report.md").read_text()
     assert "| metric | A ours | A paper |" in text and "75.53" in text  # paper's number beside ours

@@ -63,14 +63,21 @@ def save_scatter(task, train, generated, path, title: str = "") -> Path:
 SWEEP_METRICS = ("conforming_pct", "bias", "resid_std", "coarse_rate", "measurable_rate")
 
 
-def sweep_rows(epoch_reports: Sequence[tuple[int, Mapping]]) -> list[dict]:
-    """(epoch, rule_report) pairs -> CSV rows: epoch, n, and value/lo/hi of each metric."""
+def sweep_rows(epoch_reports: Sequence[tuple[int, Mapping]],
+               paper: Sequence[tuple[int, Mapping]] | None = None) -> list[dict]:  # fmt: skip
+    """(epoch, rule_report) pairs -> CSV rows: epoch, n, and value/lo/hi of each metric; with
+    ``paper`` (the same epochs read with the paper's ruler) also paper_<metric> columns."""
+    other = dict(paper or [])
     rows = []
     for epoch, rep in sorted(epoch_reports, key=lambda er: er[0]):
         row = {"epoch": int(epoch), "n": rep.get("n")}
-        for key in SWEEP_METRICS:
-            v, lo, hi = metric_triplet(rep, key)
-            row[key], row[f"{key}_lo"], row[f"{key}_hi"] = v, lo, hi
+        for prefix, r in (("", rep), ("paper_", other.get(epoch))):
+            if r is None:
+                continue
+            for key in SWEEP_METRICS:
+                v, lo, hi = metric_triplet(r, key)
+                k = prefix + key
+                row[k], row[f"{k}_lo"], row[f"{k}_hi"] = v, lo, hi
         rows.append(row)
     return rows
 
@@ -102,15 +109,21 @@ def plot_sweep(rows: Sequence[Mapping], axes=None, title: str = ""):
     def column(key):
         return np.array([np.nan if r.get(key) is None else r[key] for r in rows], float)
 
+    # the primary ruler in red; the paper's ruler, when the rows have it, in purple beside it
+    both = any(r.get("paper_resid_std") is not None for r in rows)
+    shown = [("", "tab:red", "o-", "exact ruler"), ("paper_", "tab:purple", "s--", "paper's ruler")]
     for ax, (key, label, scale) in zip(axes, panels):
-        ax.plot(epochs, scale * column(key), "o-", color="tab:red")
-        lo, hi = scale * column(f"{key}_lo"), scale * column(f"{key}_hi")
-        ax.fill_between(epochs, lo, hi, color="tab:red", alpha=0.2, lw=0)
+        for prefix, colour, style, name in shown[: 1 + both]:
+            ax.plot(epochs, scale * column(prefix + key), style, color=colour, label=name)
+            lo, hi = scale * column(f"{prefix}{key}_lo"), scale * column(f"{prefix}{key}_hi")
+            ax.fill_between(epochs, lo, hi, color=colour, alpha=0.2, lw=0)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         if epochs.size:  # the same epoch axis on every panel, also where a metric is undefined
             pad = 0.05 * max(epochs.max() - epochs.min(), 1.0)
             ax.set_xlim(epochs.min() - pad, epochs.max() + pad)
+    if both:
+        axes[-1].legend(fontsize=7)
     if title:
         axes[0].figure.suptitle(title, fontsize=10)
     axes[0].figure.tight_layout()

@@ -294,17 +294,19 @@ def value(rep: dict, key: str, fmt: str) -> str:
 # 4. sweep
 
 
-def sweep(run: RunSettings, task: str) -> list[dict]:
+def sweep(run: RunSettings, task: str, measurement: str = "both") -> list[dict]:
     """Rule metrics against training epoch: every checkpoint -> samples -> metrics; CSV + plot.
 
     Each earlier checkpoint gets `sweep_n` samples in task_dir/sweep/epoch_XXXXX.npz (resumable, the
     same noise seed for every checkpoint, so the curve compares models rather than noise draws); the
-    last checkpoint uses the main samples when they exist.
+    last checkpoint uses the main samples when they exist.  measurement: the rulers
+    (rulelib.tasks.rulers.rulers_for); the paper's ruler's metrics go in ``paper_*`` columns.
     """
     tdir = run.task_dir(task)
     folder.check_identity(tdir, run.profile, run.seed)
     settings = run.profile.sampling(task)
     n, t = settings.sweep_n or 64, tasks.get(task)
+    chosen = rulers.rulers_for(t, measurement)
     with task_lock(run, task):
         ckpts = checkpoint.list_checkpoints(tdir)
         if not ckpts:
@@ -312,7 +314,7 @@ def sweep(run: RunSettings, task: str) -> list[dict]:
         t0, n_drawn = time.perf_counter(), 0
         main = tdir / "samples.npz"
         main_images, main_meta = sampler.load_samples(main) if main.exists() else (None, {})
-        pairs = []
+        pairs = {r: [] for r in chosen}
         for epoch, ckpt in ckpts:
             if main_meta.get("epoch") == epoch:
                 imgs = main_images
@@ -322,10 +324,13 @@ def sweep(run: RunSettings, task: str) -> list[dict]:
                 label = f"[{task}] sweep, epoch {epoch}: "
                 imgs, _, reused = _draw(run, ckpt, settings, n, path, label)
                 n_drawn += not reused
-            feats, ok = t.measure(imgs)
-            rep = metrics.rule_report(t, feats, ok, n_boot=run.profile.n_boot, seed=run.seed)
-            pairs.append((epoch, rep))
-        rows = report.sweep_rows(pairs)
+            for r in chosen:
+                feats, ok = rulers.measure(t, imgs, r)
+                pairs[r].append((epoch, metrics.rule_report(
+                    t, feats, ok, n_boot=run.profile.n_boot, seed=run.seed,
+                    trim=rulers.TRIM[r])))  # fmt: skip
+        rows = report.sweep_rows(pairs[chosen[0]], paper=pairs.get("paper") if
+                                 chosen[0] != "paper" else None)  # fmt: skip
         if n_drawn:
             folder.add_time(tdir, "sweep", time.perf_counter() - t0)
         title = f"Task {task}: rule metrics against training epoch ({run.profile.name} profile)"
@@ -412,7 +417,7 @@ def run_tasks(
             sample(run, name)
             evaluate(run, name, measurement)
             if sweep_too and run.profile.sweep_n > 0:
-                sweep(run, name)
+                sweep(run, name, measurement)
             if mitigation and not tasks.get(name).dependent:
                 run.say(f"[{name}] no dependent feature to scale: no contrastive data, mitigation "
                         "skipped")  # fmt: skip
