@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from rulelib import tasks
-from rulelib.metrics import memorisation
+from rulelib.metrics import memorisation, rule_report
 from rulelib.metrics.bootstrap import share_ci
-from rulelib.study import evaluate, plateau, seeds
+from rulelib.study import command, evaluate, paired, plateau, seeds
 from rulelib.study.fit import se_from_ci
+from rulelib.tasks import rulers
 
 STUDY_JSON = Path(__file__).resolve().parents[1] / "results" / "study" / "study.json"
 
@@ -160,3 +161,45 @@ def test_summary_fits_seed_bands_and_every_shape(monkeypatch):
     rows_low = [{**r, "measurable_rate": 0.9} for r in rows if r["run"] == "length_B"]
     note = evaluate.fits(rows_low)["length_B"]["plateau"]
     assert "fits" not in note and note["n_left_out"] == len(x)
+
+
+def test_paired_checkpoints_resolve_a_change_the_separate_cis_cannot(tmp_path):
+    """Two 'checkpoints' drawing the same scenes (the same noise), the second with a smaller error
+    on the dependent feature: the paired CI of the residual-std difference excludes zero and is
+    narrower than the two separate CIs; equal sets give exactly zero; the other order flips the
+    sign.  run_pairs finds the committed samples files and pairs the last points."""
+    task = tasks.get("B")
+    z = np.random.default_rng(3).standard_normal(256)
+    a = task.sample(256, 11, dependent_scale=np.clip(1 + 0.05 * z, 0.8, 1.2))[0]
+    b = task.sample(256, 11, dependent_scale=np.clip(1 + 0.04 * z, 0.8, 1.2))[0]
+    d = paired.compare(task, a, b, n_boot=400)
+    lo, hi = d["resid_std"]["ci"]
+    assert d["n"] == 256 and d["resid_std"]["value"] < 0 and hi < 0, d
+    sep = [rule_report(task, *rulers.measure(task, im, "exact"), n_boot=400)["resid_std"]["ci"]
+           for im in (a, b)]  # fmt: skip
+    assert hi - lo < min(s[1] - s[0] for s in sep)  # the shared noise cancels
+    assert sep[0][0] < sep[1][1]  # the separate CIs overlap: they cannot tell
+    same = paired.compare(task, a, a, n_boot=50)["resid_std"]
+    assert same["value"] == 0 and same["ci"] == [0, 0]
+    assert paired.compare(task, b, a, n_boot=400)["resid_std"]["ci"][0] > 0
+    with pytest.raises(ValueError, match="at least 2 images"):
+        paired.compare(task, a[:1], b, n_boot=10)
+    # the committed layout: samples_<images>.npz, a larger set holding the smaller one's draws
+    folder = tmp_path / "runs" / "length_B_seed9"
+    folder.mkdir(parents=True)
+    for images, arr in ((256_000, a[:128]), (362_000, a), (512_000, b)):
+        np.savez_compressed(folder / f"samples_{images:07d}.npz", images=arr,
+                            meta=np.array(json.dumps({"n": len(arr)})))  # fmt: skip
+    np.savez_compressed(folder / "samples_0512000_raw_ddpm.npz", images=a, meta=np.array("{}"))
+    rows = paired.run_pairs(task, folder, n_boot=100)
+    assert [(r["from_images"], r["to_images"], r["n"]) for r in rows] == [
+        (256_000, 512_000, 128), (362_000, 512_000, 256)]  # fmt: skip
+    assert rows[1]["resid_std"]["value"] == d["resid_std"]["value"]
+    # `study summary --to`: paired.json for the length arm's runs, with each ruler
+    row = {"run": "length_B_seed9", "task": "B", "arm": "length"}
+    (tmp_path / "study.json").write_text(json.dumps({"rows": [row, {**row, "run": "gone"}]}))
+    doc = command.write_paired(tmp_path, "study summary")
+    assert set(doc["pairs"]) == {"length_B_seed9"}  # a run without samples here is skipped
+    assert set(doc["pairs"]["length_B_seed9"]) == {"exact", "paper"}
+    assert json.loads((tmp_path / "paired.json").read_text())["pairs"] == json.loads(
+        json.dumps(doc["pairs"]))  # fmt: skip

@@ -3,7 +3,8 @@
     study train    --arm length --task B --out runs/study      (resumable; --time-limit minutes)
     study train    --arm length --task C --images N --extend   (on to a larger budget N)
     study evaluate --arm length --task B --out runs/study      (every trained checkpoint)
-    study summary  --out runs/study --to results/study         (CSV, JSON, figures, plateau fit)
+    study summary  --out runs/study --to results/study         (CSV, JSON, figures, plateau fit,
+                                                                the last points paired)
     study run      --grid seeds --jobs 2 --out runs/study      (a job grid on submitit, resumable)
     study status   --grid all --out runs/study                 (each job: done, running, failed...)
 
@@ -21,10 +22,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from rulelib import arguments, atomic
+from rulelib import arguments, atomic, provenance
 from rulelib.run import overrides
 from rulelib.run.lock import locked
-from rulelib.study import arms, artefacts, evaluate, grid, ruler_figure
+from rulelib.study import arms, artefacts, evaluate, grid, paired, ruler_figure
 from rulelib.tasks import rulers
 
 ACTIONS = ("train", "evaluate", "summary", "run", "status")
@@ -193,6 +194,7 @@ def run(args, command: str | None = None) -> int:
     evaluate.summarise(args.out, args.to or args.out, command=command)
     if args.to:  # a summary elsewhere (results/) also gets what a later ruler re-scores
         artefacts.collect(args.out, args.to)
+        write_paired(Path(args.to), command)
     floors = Path(args.floors)
     if floors.exists():  # the answer read with both rulers, their floors as bands
         rows = atomic.read_json(Path(args.to or args.out) / "study.json")["rows"]
@@ -200,6 +202,18 @@ def run(args, command: str | None = None) -> int:
             ruler_figure.draw(rows, atomic.read_json(floors), task,
                               Path(args.to or args.out) / f"rulers_{task}.png")  # fmt: skip
     return 0
+
+
+def write_paired(to: Path, command: str) -> dict:
+    """paired.json beside the summary: each length-arm run's last points against its last one,
+    paired on the shared noise draws, with each ruler (rulelib.study.paired), from the samples
+    the summary committed under ``<to>/runs/``."""
+    rows = atomic.read_json(to / "study.json")["rows"]
+    length = {r["run"]: r["task"] for r in rows if r["arm"] == "length"}
+    doc = {"pairs": paired.summarise(to / "runs", length), "n_boot": 1000, "command": command,
+           "created": provenance.now_iso(), "git_commit": provenance.git_commit()}  # fmt: skip
+    atomic.write_json(to / "paired.json", doc)
+    return doc
 
 
 def run_grid(args, command: str) -> int:
