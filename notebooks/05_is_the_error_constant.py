@@ -449,6 +449,49 @@ print(
 )
 
 # %% [markdown]
+# ### Is the error still falling at the end? Paired checkpoints
+# The checkpoints of one run are sampled from the same noise (the run's seed; the sampler draws
+# each chunk of 16 samples from the seed and the chunk alone), so image i of two checkpoints starts
+# from the same x_T.  The difference of their residual std then has a paired-bootstrap CI
+# (resample the image indices once for both; `rulelib.study.paired`), narrower than the two
+# separate CIs: the noise the two share cancels.  `study summary` compares each length run's
+# last points with its last one (`results/study/paired.json`), with each ruler.
+
+# %%
+paired_file = RESULTS / "study" / "paired.json"
+pairs = json.loads(paired_file.read_text())["pairs"] if paired_file.exists() else {}
+pair_rows, still_falling, narrower = [], {}, []
+for run, by_ruler in sorted(pairs.items()):
+    rs = {int(r["images"]): r for r in study if r["run"] == run and r["sampling"] == "ema ddim"}
+    for ruler, rows in by_ruler.items():
+        for q in rows:
+            d, (lo, hi) = q["resid_std"]["value"], q["resid_std"]["ci"]
+            assert lo <= d <= hi, (run, ruler, q)
+            word = "falls" if hi < 0 else "rises" if lo > 0 else "no change resolved"
+            pair_rows.append({"run": run, "ruler": ruler,
+                              "from → to (images)": f"{q['from_images']:,} → {q['to_images']:,}",
+                              "paired on": q["n"], "Δ residual std": f"{d:+.4f} [{lo:+.4f}, "
+                              f"{hi:+.4f}]", "": word})  # fmt: skip
+            if q["from_images"] == max(r["from_images"] for r in rows):
+                still_falling[run, ruler] = word  # the last step, the one a plateau is about
+            a, b = rs.get(q["from_images"]), rs.get(q["to_images"])
+            if (
+                ruler == "exact"
+                and a
+                and b
+                and a.get("n")
+                and q["n"] == min(int(a["n"]), int(b["n"]))
+            ):
+                # the paired CI against the separate ones of the same images (the study's rows)
+                sep = min(num(r["resid_std_hi"]) - num(r["resid_std_lo"]) for r in (a, b))
+                narrower.append(hi - lo < sep)
+if pair_rows:
+    display(Markdown(md_table(pair_rows)))
+    # pairing pays: on most pairs the paired CI is narrower than either separate CI
+    assert not narrower or sum(narrower) >= 0.5 * len(narrower), narrower
+print(f"the last step of each run: {still_falling or 'no paired results committed'}")
+
+# %% [markdown]
 # ## 4. The paper's ruler: how much of the paper's "constant" is the measurement?
 # The paper measured its samples with OpenCV contours on a 128-px upscale (docs/paper.md
 # section 3a); `rulelib.tasks.paper_ruler` reproduces it with OpenCV itself.  Two checks and two
@@ -685,6 +728,12 @@ if answer:
                  + ".  The closed-form classes that do not copy carry little or no fine rule "
                  "(slope: " + ", ".join(u_off) + "), where the length arm's U-Net reaches the "
                  "rule (slope " + "; ".join(reach) + ").")  # fmt: skip
+if still_falling:
+    steps = {(q["run"], q["ruler"]): q for q in pair_rows}  # the last row of each: its last step
+    lines.append("**The last step, paired on the same noise draws** (`paired.json`): " + "; ".join(
+        f"{run}, {ruler} ruler, {steps[run, ruler]['from → to (images)']} images: Δ residual "
+        f"std {steps[run, ruler]['Δ residual std']}, {word}"
+        for (run, ruler), word in sorted(still_falling.items())) + ".")  # fmt: skip
 OURS_PAPER = "our U-Net, paper's ruler"
 lines.append("**Answer, the paper's ruler.** " + "; ".join(
     f"Task {r['task']}: the paper's ≈{metrics.PAPER[r['task']]['generated']['resid_std']} is "

@@ -235,6 +235,7 @@ def row(e: dict) -> dict:
     """One flat CSV row of an entry: metrics of all and novel images with CIs, memorisation."""
     r = {k: e[k] for k in ("run", "arm", "task", "train_size", "n_train", "epoch", "images")}
     r["sampling"] = f"{e['sampling']['weights']} {e['sampling']['method']}"
+    r["n"] = e["sampling"]["n"]  # samples scored (a run's last three points have more)
     for which in ("generated", "generated_novel"):
         for key in ("measurable_rate", "coarse_rate", "conforming_pct", "within_5pct", "slope",
                     "bias_k1", "resid_std"):  # fmt: skip
