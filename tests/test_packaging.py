@@ -348,3 +348,22 @@ def test_user_facing_files_do_not_describe_the_development_setup():
     assert "gpu_check" not in readme
     ignored = (ROOT / ".gitignore").read_text().split()
     assert not {".whl/", ".gl/"} & set(ignored), ignored
+
+
+def test_results_the_study_commits_are_not_ignored_by_git():
+    """`study summary --to results/study` writes each run's samples and weights under
+    results/study/runs/<run>/; an ignore rule that matched them (a bare `runs/` once did) would
+    leave the study with nothing to re-measure on a new machine."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = [
+        "results/study/runs/length_B/samples_0512000.npz",
+        "results/study/runs/length_B/ema_final.safetensors",
+        "results/quick/B/samples.npz",
+        "runs/study/length_B/checkpoints/x",  # the training folders stay on their machine
+    ]
+    res = subprocess.run(
+        ["git", "check-ignore", "--no-index", *paths], cwd=ROOT, capture_output=True, text=True
+    )
+    assert res.returncode in (0, 1), res.stderr
+    assert res.stdout.split() == paths[-1:]
