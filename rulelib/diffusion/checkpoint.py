@@ -45,7 +45,7 @@ from rulelib.diffusion.config import TrainConfig
 
 _CKPT_RE = re.compile(r"^epoch_(\d{6})$")
 _MID_RE = re.compile(r"^midepoch_(\d{9})$")
-_CKPT_FILES = ("model.safetensors", "ema.safetensors", "state.pt", "config.json")
+CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "state.pt", "config.json")
 
 
 class CheckpointError(ValueError):
@@ -94,7 +94,7 @@ def _set_rng_state(state: dict, gen: torch.Generator) -> None:
 
 
 def _is_complete(folder: Path) -> bool:
-    return all((folder / f).exists() for f in _CKPT_FILES)
+    return all((folder / f).exists() for f in CHECKPOINT_FILES)
 
 
 def list_checkpoints(run_dir) -> list[tuple[int, Path]]:

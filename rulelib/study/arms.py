@@ -201,6 +201,15 @@ def trained_points(out, run: ArmRun) -> dict[str, Path]:
     return {tag: have[tag] for tag, _ in run.points() if tag in have}
 
 
+def passed_tags(out, run: ArmRun) -> set[str]:
+    """Tags of the run's points that training has passed: those on disk (``trained_points``)
+    and every epoch point at or before the newest checkpoint, whose folder a run restored on
+    another machine no longer holds (rulelib.study.carry: only the newest one travels)."""
+    newest = max(trained_epochs(out, run), default=-1)
+    done = {f"epoch_{e:06d}" for e in run.epochs if e <= newest}
+    return done | set(trained_points(out, run))
+
+
 def extends(old: dict, run: ArmRun) -> bool:
     """Whether ``run`` continues the run recorded as ``old`` (``ArmRun.to_dict``) to a larger
     budget: the same arm, task, training set and seed, and every old checkpoint epoch is one of
@@ -274,7 +283,7 @@ def train_run(out, run: ArmRun, *, device="cpu", progress=True, time_limit_s=Non
     segments = [(tag, n, None) for tag, n in run.points() if tag.startswith("images_")]
     segments += [(f"epoch_{e:06d}", e * len(images), e) for e in run.epochs]
     for tag, n, epoch in segments:
-        if tag in trained_points(out, run):
+        if tag in passed_tags(out, run):
             continue
         if epoch is None:
             summary = _train_to_stop(rdir, run, base, images, n, progress) or {}

@@ -19,12 +19,21 @@ from rulelib import atomic
 from rulelib.diffusion import checkpoint
 
 
-def _copy(src: Path, dst: Path) -> bool:
+def copy_file(src: Path, dst: Path) -> bool:
+    """Copy ``src`` to ``dst`` atomically (its folders made); False when ``dst`` already holds
+    the same bytes and is left alone."""
     data = src.read_bytes()
     if dst.exists() and dst.read_bytes() == data:
         return False
+    dst.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_bytes(dst, data)
     return True
+
+
+def samples_name(images: int, rest: str = "") -> str:
+    """The committed name of a checkpoint's samples: samples_0512000.npz, or with a sampling
+    variant (``rest``, e.g. "raw_ddpm") samples_0512000_raw_ddpm.npz."""
+    return f"samples_{images:07d}{'_' + rest if rest else ''}.npz"
 
 
 def collect(out, to) -> list[str]:
@@ -42,8 +51,8 @@ def collect(out, to) -> list[str]:
         n_train, last = spec["n_train"], spec["epochs"][-1]
         for f in evals:  # epoch_000091.npz or epoch_000256_raw_ddpm.npz -> images seen
             epoch, _, rest = f.stem.removeprefix("epoch_").partition("_")
-            name = f"samples_{int(epoch) * n_train:07d}{'_' + rest if rest else ''}.npz"
-            if _copy(f, dest / name):
+            name = samples_name(int(epoch) * n_train, rest)
+            if copy_file(f, dest / name):
                 written.append(str(dest / name))
         scored = [(e, p) for e, p in ckpts if (rdir / "eval" / f"epoch_{e:06d}.json").exists()]
         if ckpts and ckpts[-1][0] == last and (ckpts[-1][1] / "ema.safetensors").exists():
@@ -56,6 +65,6 @@ def collect(out, to) -> list[str]:
         for old in dest.glob("ema_*.safetensors"):  # the newest weights only
             if old.name != name:
                 old.unlink()
-        if _copy(src / "ema.safetensors", dest / name):
+        if copy_file(src / "ema.safetensors", dest / name):
             written.append(str(dest / name))
     return written

@@ -7,6 +7,8 @@
                                                                 the last points paired)
     study run      --grid seeds --jobs 2 --out runs/study      (a job grid on submitit, resumable)
     study status   --grid all --out runs/study                 (each job: done, running, failed...)
+    study pack     --out runs/study --parcels results/study    (unfinished runs, to be committed)
+    study restore  --parcels results/study --out runs/study    (on a new machine; then study run)
 
 train and evaluate hold the run folder's lock (one writer per folder, rulelib.run.lock).
 
@@ -25,10 +27,10 @@ from pathlib import Path
 from rulelib import arguments, atomic, provenance
 from rulelib.run import overrides
 from rulelib.run.lock import locked
-from rulelib.study import arms, artefacts, evaluate, grid, paired, ruler_figure
+from rulelib.study import arms, artefacts, carry, evaluate, grid, paired, ruler_figure
 from rulelib.tasks import rulers
 
-ACTIONS = ("train", "evaluate", "summary", "run", "status")
+ACTIONS = ("train", "evaluate", "summary", "run", "status", "pack", "restore")
 
 
 def _size(value: str):
@@ -36,11 +38,16 @@ def _size(value: str):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=ACTIONS, help="train, evaluate or summary")
+    p.add_argument("action", choices=ACTIONS,
+                   help="train, evaluate, summary; run, status (the job grid); pack, restore "
+                   "(unfinished runs carried to another machine: rulelib.study.carry)")  # fmt: skip
     p.add_argument("--arm", choices=("length", "size"), default="length")
     p.add_argument("--task", default="B", help="task name (default B)")
     p.add_argument("--out", default="runs/study", help="study folder (one sub-folder per run)")
     p.add_argument("--to", default=None, help="summary: where to write CSV/JSON/figures")
+    p.add_argument("--parcels", default="results/study",
+                   help="pack: where the parcels go (<parcels>/runs/<run>/resume/); restore: "
+                   "where they are read from (default results/study)")  # fmt: skip
     p.add_argument(
         "--floors",
         default="results/rulers/floors.json",
@@ -172,6 +179,14 @@ def run(args, command: str | None = None) -> int:
     limit = None if args.time_limit is None else 60.0 * args.time_limit
     if args.action in ("run", "status"):
         return run_grid(args, command)
+    if args.action in ("pack", "restore"):
+        said = (carry.pack(args.out, args.parcels) if args.action == "pack"
+                else carry.restore(args.parcels, args.out))  # fmt: skip
+        for name, what in said.items():
+            print(f"{name}: {what}")
+        if not said:
+            print(f"no study run under {args.out if args.action == 'pack' else args.parcels}")
+        return 0
     if args.action == "train":
         for r in runs_of(args):
             arms.run_dir(args.out, r).mkdir(parents=True, exist_ok=True)

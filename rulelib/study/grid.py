@@ -108,7 +108,7 @@ def progress_of(out, job: Job) -> dict:
     """How far a job is: its points trained and scored, the last trained one (images)."""
     rdir = arms.run_dir(out, job.run)
     points = job.run.points()
-    trained = arms.trained_points(out, job.run) if rdir.is_dir() else {}
+    trained = arms.passed_tags(out, job.run) if rdir.is_dir() else set()
     scored = [
         t
         for t, _ in points

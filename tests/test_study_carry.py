@@ -1,0 +1,73 @@
+"""An unfinished study run packed into the results and restored on "another machine" (another
+folder) trains on to the bits and scores of the run that was never moved (rulelib.study.carry)."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rulelib.diffusion import checkpoint
+from rulelib.study import arms, artefacts, carry, evaluate, grid
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same reductions in every run compared below
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_packed_run_restored_elsewhere_ends_as_the_unmoved_run(tmp_path, one_thread):
+    job = grid.grid("smoke")[0]  # three points: epochs 1, 2 and 4
+    run = job.run
+    here, there, ref = tmp_path / "here", tmp_path / "there", tmp_path / "ref"
+    parcels = tmp_path / "results"
+    # this machine: the first two points trained and scored, then the session ends
+    arms.train_run(here, run, progress=False, time_limit_s=0)
+    arms.train_run(here, run, progress=False, time_limit_s=0)
+    evaluate.evaluate_run(here, run, n=job.n, progress=False, conclusion_n=job.conclusion_n)
+    assert arms.trained_epochs(here, run) == [1, 2]
+    artefacts.collect(here, parcels)
+    assert carry.pack(here, parcels) == {run.name: "packed at epoch 2"}
+    parcel = parcels / "runs" / run.name / "resume"
+    assert [p.name for p in (parcel / "checkpoint").iterdir()] == ["epoch_000002"]  # newest only
+    assert sorted(p.name for p in (parcel / "eval").iterdir()) == [
+        "epoch_000001.json", "epoch_000002.json"]  # fmt: skip
+
+    # another machine: restored from the parcel alone, then the grid's job finishes it
+    assert carry.restore(parcels, there) == {run.name: "restored at epoch_000002"}
+    assert arms.trained_epochs(there, run) == [2]  # epoch 1's folder did not travel...
+    assert grid.progress_of(there, job)["trained"] == 2  # ...but training has passed it
+    assert grid.progress_of(there, job)["scored"] == 2
+    grid.run_job(there, job, say=lambda m: None)
+    assert grid.is_done(there, job)
+    grid.run_job(ref, job, say=lambda m: None)  # the run that never moved
+    for f in ("model.safetensors", "ema.safetensors"):
+        a, b = (load_file(d / run.name / "checkpoints" / "epoch_000004" / f) for d in (there, ref))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    for tag, _ in run.points():
+        a, b = (json.loads((d / run.name / "eval" / f"{tag}.json").read_text())
+                for d in (there, ref))  # fmt: skip
+        assert a["generated"] == b["generated"], tag
+    samples = there / run.name / "eval" / "epoch_000001.npz"  # the samples came back too
+    assert samples.read_bytes() == (ref / run.name / "eval" / "epoch_000001.npz").read_bytes()
+
+    # a finished run needs no parcel; a folder that holds a checkpoint is never overwritten
+    assert carry.pack(there, parcels) == {run.name: "finished: no parcel"}
+    assert not parcel.exists()
+    artefacts.collect(here, parcels)
+    carry.pack(here, parcels)
+    said = carry.restore(parcels, there)
+    assert said[run.name].startswith("kept:") and "epoch 4" in said[run.name]
+    assert checkpoint.list_checkpoints(there / run.name)[-1][0] == 4
+
+
+def test_restore_refuses_a_parcel_without_its_checkpoint(tmp_path):
+    parcel = tmp_path / "results" / "runs" / "length_B" / "resume"
+    (parcel / "checkpoint" / "epoch_000002").mkdir(parents=True)
+    (parcel / "checkpoint" / "epoch_000002" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="one complete checkpoint folder"):
+        carry.restore(tmp_path / "results", tmp_path / "runs")
+    assert not (tmp_path / "runs" / "length_B" / "checkpoints").exists()
