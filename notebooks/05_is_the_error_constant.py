@@ -649,7 +649,7 @@ sets = sorted([*size_rows.values(), *length_at_budget(study, "B")],
 
 def set_name(r):
     if r["arm"] == "length":
-        return f"B's own {int(r['n_train']):,} images (length arm)"
+        return f"B's own {int(r['n_train']):,} images ({r['run']}, the length arm)"  # a seed each
     return "fresh images" if r["train_size"] == "fresh" else f"{int(r['n_train']):,} images"
 
 

@@ -97,6 +97,16 @@ def test_study_summary_of_a_missing_folder_keeps_the_summary(tmp_path, capsys):
     assert sorted(p.name for p in to.iterdir()) == ["study.json"]
 
 
+def test_study_pack_and_restore_name_a_missing_folder(tmp_path, capsys):
+    err = _refused(["study", "restore", "--parcels", str(tmp_path / "nope"),
+                    "--out", str(tmp_path / "s")], capsys)  # fmt: skip
+    assert f"--parcels {tmp_path / 'nope'}: no such folder" in err
+    err = _refused(["study", "pack", "--out", str(tmp_path / "s"),
+                    "--parcels", str(tmp_path / "r")], capsys)  # fmt: skip
+    assert f"--out {tmp_path / 's'}: no such folder" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_study_epochs_must_be_checkpoints(tmp_path, capsys):
     err = _refused(["study", "evaluate", "--epochs", "999", "--out", str(tmp_path / "s")], capsys)
     assert "--epochs [999]: not checkpoints of length_B" in err

@@ -2,12 +2,17 @@
 folder) trains on to the bits and scores of the run that was never moved (rulelib.study.carry)."""
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from rulelib.diffusion import checkpoint
+from rulelib.diffusion.checkpoint import CHECKPOINT_FILES
+from rulelib.run.lock import LockedError
 from rulelib.study import arms, artefacts, carry, evaluate, grid
 
 
@@ -64,10 +69,42 @@ def test_a_packed_run_restored_elsewhere_ends_as_the_unmoved_run(tmp_path, one_t
     assert checkpoint.list_checkpoints(there / run.name)[-1][0] == 4
 
 
-def test_restore_refuses_a_parcel_without_its_checkpoint(tmp_path):
-    parcel = tmp_path / "results" / "runs" / "length_B" / "resume"
-    (parcel / "checkpoint" / "epoch_000002").mkdir(parents=True)
-    (parcel / "checkpoint" / "epoch_000002" / "model.safetensors").write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match="one complete checkpoint folder"):
+def test_restore_refuses_a_parcel_without_its_checkpoint_before_writing_anything(tmp_path):
+    _parcel(tmp_path / "results", "length_C")  # sound
+    broken = tmp_path / "results" / "runs" / "length_B" / "resume" / "checkpoint" / "epoch_000002"
+    broken.mkdir(parents=True)
+    (broken / "model.safetensors").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="length_B.*one complete checkpoint folder"):
         carry.restore(tmp_path / "results", tmp_path / "runs")
-    assert not (tmp_path / "runs" / "length_B" / "checkpoints").exists()
+    assert not (tmp_path / "runs").exists()  # not even the sound parcel of length_C
+
+
+def _parcel(results, name):
+    folder = results / "runs" / name / "resume" / "checkpoint" / "epoch_000002"
+    folder.mkdir(parents=True)
+    for f in CHECKPOINT_FILES:
+        (folder / f).write_bytes(b"")
+
+
+def test_restore_refuses_a_run_folder_another_process_holds(tmp_path):
+    """One writer per run folder (rulelib.run.lock): a restore into a folder a training job
+    holds refuses at once and writes nothing there."""
+    _parcel(tmp_path / "results", "length_B")
+    rdir = tmp_path / "runs" / "length_B"
+    rdir.mkdir(parents=True)
+    code = textwrap.dedent(f"""
+        import time
+        from rulelib.run.lock import locked
+        with locked({str(rdir)!r}, command="study grid job length_B"):
+            print("held", flush=True)
+            time.sleep(120)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(LockedError, match=f"pid {proc.pid}"):
+            carry.restore(tmp_path / "results", tmp_path / "runs", say=lambda m: None)
+        assert sorted(p.name for p in rdir.iterdir()) == ["lock.json"]
+    finally:
+        proc.kill()
+        proc.wait()

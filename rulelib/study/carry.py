@@ -23,6 +23,7 @@ from pathlib import Path
 
 from rulelib import atomic
 from rulelib.diffusion import checkpoint
+from rulelib.run.lock import locked
 from rulelib.study import artefacts
 
 RUN_FILES = ("study_run.json", "config.json", "train_log.jsonl")
@@ -62,35 +63,42 @@ def pack(out, parcels) -> dict[str, str]:
     return said
 
 
-def restore(parcels, out) -> dict[str, str]:
-    """Rebuild ``<out>/<run>/`` from each parcel under ``<parcels>/runs/``; a run folder that
-    already holds a checkpoint is left alone (it is at least as far on: its own machine's).
-    Returns {run: "restored at epoch E" | "kept: ..."}."""
-    said = {}
-    for dest in sorted(Path(parcels).glob("runs/*/resume")):
-        name = dest.parent.name
-        rdir = Path(out) / name
-        held = checkpoint.list_checkpoints(rdir)
-        if held:
-            said[name] = f"kept: {rdir} already holds epoch {held[-1][0]}"
-            continue
+def restore(parcels, out, *, say=print) -> dict[str, str]:
+    """Rebuild ``<out>/<run>/`` from each parcel under ``<parcels>/runs/``, holding the run
+    folder's lock (rulelib.run.lock); a folder that already holds a checkpoint is left alone (it
+    is at least as far on: its own machine's).  Returns {run: "restored at ..." | "kept: ..."}."""
+    found = []
+    for dest in sorted(Path(parcels).glob("runs/*/resume")):  # every parcel checked first
         ckpts = sorted((dest / "checkpoint").glob("epoch_*"))
         if len(ckpts) != 1 or any(not (ckpts[0] / f).exists() for f in checkpoint.CHECKPOINT_FILES):
             raise FileNotFoundError(f"{dest}: expected one complete checkpoint folder under "
                                     f"checkpoint/, found {[p.name for p in ckpts]}")  # fmt: skip
-        for f in RUN_FILES:
-            if (dest / f).exists():
-                artefacts.copy_file(dest / f, rdir / f)
-        n_train = atomic.read_json(dest / "study_run.json")["run"]["n_train"]
-        for f in sorted((dest / "eval").glob("*.json")):  # epoch_000091.json, its samples
-            epoch, _, rest = f.stem.removeprefix("epoch_").partition("_")
-            samples = dest.parent / artefacts.samples_name(int(epoch) * n_train, rest)
-            if samples.exists():
-                artefacts.copy_file(samples, rdir / "eval" / f"{f.stem}.npz")
-            artefacts.copy_file(f, rdir / "eval" / f.name)
-        # the checkpoint last, then `latest`: a restore cut short leaves no checkpoint to resume
-        for f in checkpoint.CHECKPOINT_FILES:
-            artefacts.copy_file(ckpts[0] / f, rdir / "checkpoints" / ckpts[0].name / f)
-        atomic.write_text(rdir / "checkpoints" / "latest", ckpts[0].name + "\n")
-        said[name] = f"restored at {ckpts[0].name}"
+        found.append((dest, ckpts[0]))
+    said = {}
+    for dest, ckpt in found:
+        rdir = Path(out) / dest.parent.name
+        rdir.mkdir(parents=True, exist_ok=True)
+        with locked(rdir, command=f"study restore {dest}", say=say):
+            said[rdir.name] = _restore_run(dest, ckpt, rdir)
     return said
+
+
+def _restore_run(dest: Path, ckpt: Path, rdir: Path) -> str:
+    held = checkpoint.list_checkpoints(rdir)
+    if held:
+        return f"kept: {rdir} already holds epoch {held[-1][0]}"
+    for f in RUN_FILES:
+        if (dest / f).exists():
+            artefacts.copy_file(dest / f, rdir / f)
+    n_train = atomic.read_json(dest / "study_run.json")["run"]["n_train"]
+    for f in sorted((dest / "eval").glob("*.json")):  # epoch_000091.json, and its samples
+        epoch, _, rest = f.stem.removeprefix("epoch_").partition("_")
+        samples = dest.parent / artefacts.samples_name(int(epoch) * n_train, rest)
+        if samples.exists():
+            artefacts.copy_file(samples, rdir / "eval" / f"{f.stem}.npz")
+        artefacts.copy_file(f, rdir / "eval" / f.name)
+    # the checkpoint last, then `latest`: a restore cut short leaves no checkpoint to resume from
+    for f in checkpoint.CHECKPOINT_FILES:
+        artefacts.copy_file(ckpt / f, rdir / "checkpoints" / ckpt.name / f)
+    atomic.write_text(rdir / "checkpoints" / "latest", ckpt.name + "\n")
+    return f"restored at {ckpt.name}"

@@ -164,6 +164,12 @@ def validate(args) -> None:
                 f"--out {args.out} holds no scored study run (no */eval/*.json); expected the "
                 "folder of `study train` and `study evaluate`"
             )
+    carried = (("pack", args.out, "--out"), ("restore", args.parcels, "--parcels"))
+    for action, folder, what in carried:
+        if args.action == action and not Path(folder).is_dir():
+            raise FileNotFoundError(f"{what} {folder}: no such folder; expected "
+                                    + ("the study folder of `study run`" if action == "pack"
+                                       else "the results folder `study pack` wrote"))  # fmt: skip
     if args.action in ("train", "evaluate") and args.epochs is not None:
         for r in runs_of(args):
             unknown = sorted(set(args.epochs) - set(r.epochs))
