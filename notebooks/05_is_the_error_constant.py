@@ -453,8 +453,8 @@ print(
 # The checkpoints of one run are sampled from the same noise (the run's seed; the sampler draws
 # each chunk of 16 samples from the seed and the chunk alone), so image i of two checkpoints starts
 # from the same x_T.  The difference of their residual std then has a paired-bootstrap CI
-# (resample the image indices once for both; `rulelib.study.paired`), narrower than the two
-# separate CIs: the noise the two share cancels.  `study summary` compares each length run's
+# (resample the image indices once for both; `rulelib.study.paired`), narrower than that of an
+# unpaired difference (the two separate CIs in quadrature): the noise the two share cancels.  `study summary` compares each length run's
 # last points with its last one (`results/study/paired.json`), with each ruler.
 
 # %%
@@ -475,19 +475,14 @@ for run, by_ruler in sorted(pairs.items()):
             if q["from_images"] == max(r["from_images"] for r in rows):
                 still_falling[run, ruler] = word  # the last step, the one a plateau is about
             a, b = rs.get(q["from_images"]), rs.get(q["to_images"])
-            if (
-                ruler == "exact"
-                and a
-                and b
-                and a.get("n")
-                and q["n"] == min(int(a["n"]), int(b["n"]))
-            ):
-                # the paired CI against the separate ones of the same images (the study's rows)
-                sep = min(num(r["resid_std_hi"]) - num(r["resid_std_lo"]) for r in (a, b))
+            if ruler == "exact" and a and b and a.get("n") and q["n"] == int(a["n"]) == int(b["n"]):
+                # the paired CI against the unpaired difference's: the separate CIs of the same
+                # images (the study's rows) in quadrature
+                sep = np.hypot(*(num(r["resid_std_hi"]) - num(r["resid_std_lo"]) for r in (a, b)))
                 narrower.append(hi - lo < sep)
 if pair_rows:
     display(Markdown(md_table(pair_rows)))
-    # pairing pays: on most pairs the paired CI is narrower than either separate CI
+    # pairing pays: on most pairs the paired CI is narrower than the unpaired difference's
     assert not narrower or sum(narrower) >= 0.5 * len(narrower), narrower
 print(f"the last step of each run: {still_falling or 'no paired results committed'}")
 
