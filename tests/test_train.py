@@ -403,3 +403,30 @@ def test_a_timed_choice_is_recorded_and_does_not_change_the_run(images, tmp_path
     assert same(states(tmp_path / "timed")[0][1], states(tmp_path / "given")[0][1])
     again = tr.train(cfg(epochs=1, compile=False), images, tmp_path / "again", progress=False)
     assert again["levers_how"] == "cached" and again["levers"] == s["levers"]
+
+
+def test_the_lever_choice_settles_in_the_run_that_times_it(monkeypatch):
+    """When the longer timing of the top two moves a third candidate into the top two, that pair
+    is timed again in the same run, so the cached figures are settled and a later run that reads
+    them times nothing (it once re-timed under load, and a cached run reported "timed")."""
+    import collections
+
+    Cand = collections.namedtuple("Cand", "name")
+    a, b, c = Cand("a"), Cand("b"), Cand("c")
+
+    def fig(rate, half, rounds):
+        return {"images_per_s": rate, "min": rate - half, "max": rate + half, "rounds": rounds}
+
+    longer = {"a": fig(90, 1, 9), "b": fig(91, 1, 9), "c": fig(96, 1, 9)}
+    timed = []
+
+    def fake_time(model, pair, *args, rounds=None, **kw):
+        timed.append(sorted(p.name for p in pair))
+        return {p.name: longer[p.name] for p in pair}
+
+    monkeypatch.setattr(lv, "time_levers", fake_time)
+    figures = {"a": fig(100, 5, 3), "b": fig(98, 5, 3), "c": fig(97, 5, 3)}
+    best, _, again = lv._settle(None, [a, b, c], None, None, None, figures, False)
+    assert again and timed == [["a", "b"], ["b", "c"]] and best == c
+    best2, _, again2 = lv._settle(None, [a, b, c], None, None, None, dict(figures), False)
+    assert best2 == c and not again2 and len(timed) == 2  # the cached figures: nothing timed
