@@ -30,10 +30,12 @@ def copy_file(src: Path, dst: Path) -> bool:
     return True
 
 
-def samples_name(images: int, rest: str = "") -> str:
-    """The committed name of a checkpoint's samples: samples_0512000.npz, or with a sampling
-    variant (``rest``, e.g. "raw_ddpm") samples_0512000_raw_ddpm.npz."""
-    return f"samples_{images:07d}{'_' + rest if rest else ''}.npz"
+def samples_name(eval_stem: str, n_train: int) -> str:
+    """The committed name of the samples scored as ``eval/<eval_stem>``: epoch_000256 ->
+    samples_0512000.npz (images seen, with 2000 training images), epoch_000256_raw_ddpm ->
+    samples_0512000_raw_ddpm.npz (a sampling variant)."""
+    epoch, _, rest = eval_stem.removeprefix("epoch_").partition("_")
+    return f"samples_{int(epoch) * n_train:07d}{'_' + rest if rest else ''}.npz"
 
 
 def collect(out, to) -> list[str]:
@@ -50,8 +52,7 @@ def collect(out, to) -> list[str]:
         spec = atomic.read_json(rdir / "study_run.json")["run"]
         n_train, last = spec["n_train"], spec["epochs"][-1]
         for f in evals:  # epoch_000091.npz or epoch_000256_raw_ddpm.npz -> images seen
-            epoch, _, rest = f.stem.removeprefix("epoch_").partition("_")
-            name = samples_name(int(epoch) * n_train, rest)
+            name = samples_name(f.stem, n_train)
             if copy_file(f, dest / name):
                 written.append(str(dest / name))
         scored = [(e, p) for e, p in ckpts if (rdir / "eval" / f"epoch_{e:06d}.json").exists()]

@@ -92,8 +92,7 @@ def _restore_run(dest: Path, ckpt: Path, rdir: Path) -> str:
             artefacts.copy_file(dest / f, rdir / f)
     n_train = atomic.read_json(dest / "study_run.json")["run"]["n_train"]
     for f in sorted((dest / "eval").glob("*.json")):  # epoch_000091.json, and its samples
-        epoch, _, rest = f.stem.removeprefix("epoch_").partition("_")
-        samples = dest.parent / artefacts.samples_name(int(epoch) * n_train, rest)
+        samples = dest.parent / artefacts.samples_name(f.stem, n_train)
         if samples.exists():
             artefacts.copy_file(samples, rdir / "eval" / f"{f.stem}.npz")
         artefacts.copy_file(f, rdir / "eval" / f.name)
