@@ -39,7 +39,7 @@ def test_a_packed_run_restored_elsewhere_ends_as_the_unmoved_run(tmp_path, one_t
     parcel = parcels / "runs" / run.name / "resume"
     assert [p.name for p in (parcel / "checkpoint").iterdir()] == ["epoch_000002"]  # newest only
     assert sorted(p.name for p in (parcel / "eval").iterdir()) == [
-        "epoch_000001.json", "epoch_000002.json"]  # fmt: skip
+        f"epoch_00000{e}.{x}" for e in (1, 2) for x in ("json", "npz")]  # fmt: skip
 
     # another machine: restored from the parcel alone, then the grid's job finishes it
     assert carry.restore(parcels, there) == {run.name: "restored at epoch_000002"}

@@ -8,6 +8,6 @@ plateau   every plateau shape with a profile-likelihood CI on c, the LRT and AIC
           zero" against "to a plateau", the ruler's floor in quadrature, the fit's power
 seeds     CIs over training seeds (a hierarchical bootstrap: seeds, then samples)
 grid      the job grid on submitit (local or Slurm): resumable jobs, one writer per folder, status
-carry     an unfinished run packed into the results and restored on another machine
+carry     an unfinished run packed into a folder to copy, and restored on another machine
 command   ``python -m rulelib study ...`` (also ``python -m rulelib.study``)
 """

@@ -1,14 +1,15 @@
-"""An unfinished study run carried to another machine: ``pack`` it into the committed results,
-``restore`` it into a run folder there, and the grid trains it on from where it stopped.
+"""An unfinished study run carried to another machine: ``pack`` it into a folder to copy over
+(not into git: a parcel is 15 MB of binaries), ``restore`` it into a run folder there, and the
+grid trains it on from where it stopped.
 
 A run folder stays on the machine that trained it, and a machine may be replaced between two
 sessions; a run longer than one session (Task B to 1 024 000 images is about four hours on two
 cores) would then start from zero every time.  What training on needs is small: the run's record
 (``study_run.json``, ``config.json``, ``train_log.jsonl``), its newest checkpoint (weights, EMA,
 optimiser and generator state: 15 MB for the small U-Net) and the scores of the checkpoints
-before it (``eval/*.json``; their samples are committed anyway, by ``artefacts.collect``).
+before it (``eval/``: each score and its samples).
 ``pack`` copies that into ``<parcels>/runs/<run>/resume/``; ``restore`` rebuilds
-``<out>/<run>/`` from it, with each scored checkpoint's samples back under ``eval/``.  The
+``<out>/<run>/`` from it.  The
 trainer resumes a checkpoint to the bit (rulelib.diffusion.train), so the restored run ends as
 the uninterrupted one would.  Checkpoints older than the newest are not carried: training has
 passed them (``arms.passed_tags``), and their scores and samples are what the study keeps.
@@ -57,8 +58,10 @@ def pack(out, parcels) -> dict[str, str]:
         for f in RUN_FILES:
             if (rdir / f).exists():
                 artefacts.copy_file(rdir / f, dest / f)
-        for f in sorted((rdir / "eval").glob("*.json")):
-            artefacts.copy_file(f, dest / "eval" / f.name)
+        for f in sorted((rdir / "eval").glob("*.json")):  # each score with its samples
+            for g in (f, f.with_suffix(".npz")):
+                if g.exists():
+                    artefacts.copy_file(g, dest / "eval" / g.name)
         said[rdir.name] = f"packed at epoch {epoch}"
     return said
 
@@ -90,11 +93,7 @@ def _restore_run(dest: Path, ckpt: Path, rdir: Path) -> str:
     for f in RUN_FILES:
         if (dest / f).exists():
             artefacts.copy_file(dest / f, rdir / f)
-    n_train = atomic.read_json(dest / "study_run.json")["run"]["n_train"]
-    for f in sorted((dest / "eval").glob("*.json")):  # epoch_000091.json, and its samples
-        samples = dest.parent / artefacts.samples_name(f.stem, n_train)
-        if samples.exists():
-            artefacts.copy_file(samples, rdir / "eval" / f"{f.stem}.npz")
+    for f in sorted((dest / "eval").iterdir()):  # each score and its samples
         artefacts.copy_file(f, rdir / "eval" / f.name)
     # the checkpoint last, then `latest`: a restore cut short leaves no checkpoint to resume from
     for f in checkpoint.CHECKPOINT_FILES:

@@ -7,8 +7,8 @@
                                                                 the last points paired)
     study run      --grid seeds --jobs 2 --out runs/study      (a job grid on submitit, resumable)
     study status   --grid all --out runs/study                 (each job: done, running, failed...)
-    study pack     --out runs/study --parcels results/study    (unfinished runs, to be committed)
-    study restore  --parcels results/study --out runs/study    (on a new machine; then study run)
+    study pack     --out runs/study --parcels runs/parcels     (unfinished runs, to be copied over)
+    study restore  --parcels runs/parcels --out runs/study     (on the new machine; then study run)
 
 train and evaluate hold the run folder's lock (one writer per folder, rulelib.run.lock).
 
@@ -45,9 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="B", help="task name (default B)")
     p.add_argument("--out", default="runs/study", help="study folder (one sub-folder per run)")
     p.add_argument("--to", default=None, help="summary: where to write CSV/JSON/figures")
-    p.add_argument("--parcels", default="results/study",
-                   help="pack: where the parcels go (<parcels>/runs/<run>/resume/); restore: "
-                   "where they are read from (default results/study)")  # fmt: skip
+    p.add_argument("--parcels", default="runs/parcels",
+                   help="pack: where the parcels go (<parcels>/runs/<run>/resume/, 15 MB each: "
+                   "copy the folder to the new machine, not into git); restore: where they are "
+                   "read from (default runs/parcels)")  # fmt: skip
     p.add_argument(
         "--floors",
         default="results/rulers/floors.json",
@@ -169,7 +170,7 @@ def validate(args) -> None:
         if args.action == action and not Path(folder).is_dir():
             raise FileNotFoundError(f"{what} {folder}: no such folder; expected "
                                     + ("the study folder of `study run`" if action == "pack"
-                                       else "the results folder `study pack` wrote"))  # fmt: skip
+                                       else "the folder `study pack` wrote"))  # fmt: skip
     if args.action in ("train", "evaluate") and args.epochs is not None:
         for r in runs_of(args):
             unknown = sorted(set(args.epochs) - set(r.epochs))
