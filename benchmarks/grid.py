@@ -2,6 +2,7 @@
 CPU's fp32 peak; prints figures (never asserted by tests).
 
     OMP_NUM_THREADS=1 python benchmarks/grid.py                 # ~1-2 minutes on 2 cores
+    python benchmarks/grid.py --json benchmarks/results/grid.json  # the figures also as a file
     python benchmarks/grid.py --images 960 --preset small      # longer runs, another network
 
 Throughput: the study's jobs are the trainer (rulelib.diffusion.train.train) with the quick
@@ -30,13 +31,14 @@ import multiprocessing as mp
 import os
 import re
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rulelib import tasks
+from rulelib import atomic, provenance, tasks
 from rulelib.diffusion import train as trainer
 from rulelib.diffusion import unet
 from rulelib.diffusion.schedule import Schedule
@@ -111,12 +113,14 @@ def main(argv=None) -> None:
     p.add_argument("--images", type=int, default=640, help="images per job (one epoch)")
     p.add_argument("--preset", default="small", help="network (rulelib.diffusion.unet)")
     p.add_argument("--repeats", type=int, default=2, help="each layout this many times")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     a = p.parse_args(argv)
     info = cpu()
     n = info["cores"]
     print(f"CPU: {info['model']}, {n} cores at {info['mhz']} MHz; AVX2+FMA {info['avx2']}, "
           f"AVX-512F {info['avx512f']}; torch kernels: {info['torch_capability']}")  # fmt: skip
-    print("other processes now:\n" + others())
+    busy = others()
+    print("other processes now:\n" + busy)
     results = {}
     for r in range(a.repeats):  # the layouts interleaved, so that a change in load hits both
         for jobs, threads in ((1, n), (n, 1)):
@@ -139,9 +143,21 @@ def main(argv=None) -> None:
     pk = peak_gflops(info, n, lanes)
     print(f"training step ({a.preset}): {fpi / 1e6:.1f} MFLOP per image (matmuls and convs, "
           f"forward + backward)")  # fmt: skip
+    util = {}
     for label, ips in ((f"1 job x {n} threads", one), (f"{n} jobs x 1 thread", many)):
         g = fpi * ips / 1e9
+        util[label] = {"images_per_s": ips, "gflops": g, "share_of_peak": g / pk}
         print(f"  {label}: {g:.2f} GFLOP/s = {100 * g / pk:.1f} % of the {pk:.0f} GFLOP/s peak")
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(a.json, {
+            "cpu": info, "other_processes": busy, "preset": a.preset, "images": a.images,
+            "repeats": {f"{j} job(s) x {t} thread(s)": v for (j, t), v in results.items()},
+            "ratio_jobs_over_threads": many / one, "mflop_per_image": fpi / 1e6,
+            "peak_gflops": pk, "layouts": util, "created": provenance.now_iso(),
+            "command": " ".join(["python benchmarks/grid.py", *(argv or sys.argv[1:])]),
+        })  # fmt: skip
+        print(f"wrote {a.json}")
 
 
 if __name__ == "__main__":

@@ -312,3 +312,45 @@ def test_ruler_figure_bands_come_from_the_floors_file(tmp_path):
             for i, v in ((182000, 0.0055), (512000, 0.003))]  # fmt: skip
     assert ruler_figure.draw(rows, floors, "B", tmp_path / "r.png").exists()
     assert ruler_figure.draw(rows, floors, "C", tmp_path / "c.png") is None  # no run of C
+
+
+def _row(run, images, resid=0.003):
+    return {"run": run, "arm": "length", "task": "B", "images": images, "sampling": "ema ddim",
+            "novel_resid_std": resid, "novel_resid_std_lo": resid * 0.9,
+            "novel_resid_std_hi": resid * 1.1, "measurable_rate": 1.0}  # fmt: skip
+
+
+def test_a_run_retrained_elsewhere_keeps_its_committed_rows_until_it_catches_up(tmp_path):
+    """A run whose folder is back (retrained after its machine was lost) replaces its committed
+    rows only where it has scored again; the rest stay, marked carried, while its trainer log
+    matches the committed one. A changed spec or a different loss at a shared checkpoint (not
+    the same model) drops them all; a run without a folder here is carried whole."""
+    spec = {"run": arms.length_run("B", seed=1).to_dict()}
+    log = [{"images": i, "loss": 1.0 / i} for i in (8000, 16000, 32000)]
+    prev = tmp_path / "study.json"
+    rows = [_row("length_B_seed1", i) for i in (8000, 16000, 32000)]
+    rows.append(_row("length_B_seed2", 8000))
+    prev.write_text(json.dumps({"rows": rows, "runs": {"length_B_seed1": spec},
+                                "train_logs": {"length_B_seed1": log}}))  # fmt: skip
+    here = {"length_B_seed1": spec}
+    scored = {("length_B_seed1", 8000, "ema ddim")}
+    kept = evaluate.carried(prev, here, {"length_B_seed1": log[:1]}, scored)
+    got = sorted((r["run"], r["images"]) for r in kept["rows"])
+    assert got == [("length_B_seed1", 16000), ("length_B_seed1", 32000), ("length_B_seed2", 8000)]
+    assert all(r["carried"] for r in kept["rows"])
+    other_loss = [{"images": 8000, "loss": 0.5}]
+    for h, lg in (({"length_B_seed1": {"run": {**spec["run"], "images": 1}}}, log[:1]),
+                  (here, other_loss)):  # fmt: skip
+        kept = evaluate.carried(prev, h, {"length_B_seed1": lg}, scored)
+        assert [(r["run"], r["images"]) for r in kept["rows"]] == [("length_B_seed2", 8000)]
+
+
+def test_seeds_without_a_shared_scored_checkpoint_give_no_seed_curve():
+    """A seed that has only reached the early (unmeasurable) checkpoints shares no point with the
+    others: no mean over seeds (and no empty one for the figure to draw); with a shared point,
+    one is drawn over it."""
+    rows = [_row("length_B", i) for i in (16000, 32000)] + [_row("length_B_seed1", 8000)]
+    assert evaluate.seed_curves(rows) == {}
+    curve = evaluate.seed_curves(rows + [_row("length_B_seed1", 32000, 0.004)])["length_B"]
+    assert curve["images"] == [32000] and curve["seeds"] == [0, 1]
+    assert curve["mean"][0] == pytest.approx(0.0035)

@@ -39,6 +39,8 @@ def test_grids_adopt_the_first_studys_folders():
     assert longer.run.to_dict()["images_at"][-1] == 1_024_000
     (c,) = grid.grid("length-C")
     assert c.run.to_dict() == runs["length_C"]["run"]  # set up for 512 000 there already
+    size = grid.grid("size")  # the size arm's committed runs, retrained by the grid
+    assert [j.run.to_dict() for j in size] == [runs[f"size_B_{s}"]["run"] for s in arms.SIZES]
     names = [j.name for j in grid.grid("all")]
     assert len(set(names)) == len(names) and "length_B_wide_seed1" in names
     with pytest.raises(ValueError, match="unknown grid 'nope'"):

@@ -30,7 +30,7 @@ from scipy import ndimage, stats
 from tqdm.auto import tqdm
 
 from rulelib import paper
-from rulelib.metrics import rule_report
+from rulelib.metrics import measurement_floor, rule_report
 from rulelib.tasks import degrade, rulers
 from rulelib.tasks.paper_masks import PaperRulerOptions
 
@@ -216,43 +216,18 @@ def floors(task, *, seeds=range(5), n: int = 2000, levels: dict) -> dict:
     return out
 
 
-def residual_se(task, features: dict, ok) -> np.ndarray:
-    """Per measurable image, the standard error of r = y - k x that the features' standard errors
-    (``se_<feature>``) alone produce: first order, features independent, derivatives of
-    ``task.rule_xy`` by central differences."""
-    sub = {k: np.asarray(v, dtype=np.float64)[ok] for k, v in features.items() if np.ndim(v) == 1}
-    var = np.zeros(int(np.sum(ok)))
-    eps = 1e-6
-    for name in task.feature_names:
-        se = sub.get(f"se_{name}")
-        if se is None:
-            continue
-        hi, lo = dict(sub), dict(sub)
-        hi[name], lo[name] = sub[name] + eps, sub[name] - eps
-        (xh, yh), (xl, yl) = task.rule_xy(hi), task.rule_xy(lo)
-        dr = ((yh - task.k * xh) - (yl - task.k * xl)) / (2 * eps)
-        var += (dr * se) ** 2
-    return np.sqrt(var)
-
-
 def measurement_only(task, samples: dict, *, n_boot: int = 500, seed: int = 0) -> dict:
     """Per committed samples file: the exact ruler's measurement-only residual std
     sqrt(mean se_r^2) (bootstrap 95 % CI over images) beside the samples' residual std under
     each ruler."""
     out = {}
-    rng = np.random.default_rng(seed)
     for path, images in samples.items():
         f, ok = rulers.measure(task, images, "exact")
-        se_r = residual_se(task, f, ok)
         entry = {"n": len(images), "n_measurable": int(ok.sum())}
-        if se_r.size:
-            boots = [np.sqrt(np.mean(se_r[rng.integers(0, se_r.size, se_r.size)] ** 2))
-                     for _ in range(n_boot)]  # fmt: skip
-            entry["resid_std_from_se"] = {
-                "value": float(np.sqrt(np.mean(se_r**2))),
-                "ci": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
-            }
-            entry["se_r_median"] = float(np.median(se_r))
+        fl = measurement_floor.floor(task, f, ok, n_boot=n_boot, seed=seed)
+        if fl:
+            entry["resid_std_from_se"] = {"value": fl["value"], "ci": fl["ci"]}
+            entry["se_r_median"] = fl["se_r_median"]
         for ruler in rulers.RULERS:
             fr, okr = rulers.measure(task, images, ruler)
             rep = _report(task, fr, okr, ruler, n_boot=n_boot, seed=seed)

@@ -38,7 +38,7 @@ from matplotlib.ticker import NullFormatter
 from rulelib import atomic, metrics, provenance, tasks
 from rulelib.diffusion import checkpoint
 from rulelib.diffusion import sample as sampler
-from rulelib.metrics import memorisation
+from rulelib.metrics import measurement_floor, memorisation
 from rulelib.study import arms, loss_gap, plateau, seeds
 from rulelib.study.fit import fit_plateau, se_from_ci
 from rulelib.tasks import rulers
@@ -220,10 +220,29 @@ def add_gap(run: arms.ArmRun, ckpt: Path, entry: dict, train_images, device="cpu
     return _dsm_gap(model, cfg.schedule(), run, train_images, fresh)
 
 
-def load_entries(rdir) -> list[dict]:
+def load_scored(rdir) -> list[tuple[dict, Path]]:
+    """(entry, its samples file) of each scored point of a run folder, by images seen."""
     files = sorted(Path(rdir).glob("eval/epoch_*.json")) + \
         sorted(Path(rdir).glob("eval/images_*.json"))  # fmt: skip
-    return sorted((atomic.read_json(p) for p in files), key=lambda e: e["images"])
+    return sorted(((atomic.read_json(p), p.with_suffix(".npz")) for p in files),
+                  key=lambda pair: pair[0]["images"])  # fmt: skip
+
+
+def load_entries(rdir) -> list[dict]:
+    return [e for e, _ in load_scored(rdir)]
+
+
+def floor_columns(e: dict, samples: Path) -> dict:
+    """The exact ruler's floor on a scored point's own samples (rulelib.metrics.measurement_floor:
+    the residual std its per-image uncertainty alone produces), with its CI, as row columns; None
+    where the samples file is gone."""
+    fl = None
+    if samples.exists():
+        task = tasks.get(e["task"])
+        f, ok = rulers.measure(task, np.load(samples)["images"], "exact")
+        fl = measurement_floor.floor(task, f, ok)
+    v, (lo, hi) = (fl["value"], fl["ci"]) if fl else (None, (None, None))
+    return {"exact_floor": v, "exact_floor_lo": lo, "exact_floor_hi": hi}
 
 
 def _v(rep, key):
@@ -305,13 +324,18 @@ def fits(rows: list[dict]) -> dict:
 
 
 def _resid_points(rows, run: str) -> list[tuple]:
-    """(images, residual std of the novel images, its se, measurable share) of a run's EMA +
-    DDIM checkpoints."""
+    """(images, residual std of the novel images, its se, measurable share, the exact ruler's
+    floor on its samples and its se, or None) of a run's EMA + DDIM checkpoints."""
     rs = sorted((r for r in rows if r["run"] == run and r["sampling"] == "ema ddim"
                  and r["novel_resid_std"] is not None), key=lambda r: r["images"])  # fmt: skip
     return [(r["images"], r["novel_resid_std"],
-             se_from_ci([r["novel_resid_std_lo"], r["novel_resid_std_hi"]]), r["measurable_rate"])
-            for r in rs]  # fmt: skip
+             se_from_ci([r["novel_resid_std_lo"], r["novel_resid_std_hi"]]), r["measurable_rate"],
+             r.get("exact_floor"), _floor_se(r)) for r in rs]  # fmt: skip
+
+
+def _floor_se(r) -> float | None:
+    lo, hi = r.get("exact_floor_lo"), r.get("exact_floor_hi")
+    return None if lo is None or hi is None else se_from_ci([lo, hi])
 
 
 def seed_curves(rows) -> dict[str, dict]:
@@ -329,6 +353,8 @@ def seed_curves(rows) -> dict[str, dict]:
             continue
         pts = {sd: {p[0]: p for p in _resid_points(rs, rs[0]["run"])} for sd, rs in by_seed.items()}
         common = sorted(set.intersection(*(set(p) for p in pts.values())))
+        if not common:  # a seed that has not reached a scored checkpoint of the others yet
+            continue
         curve = {"task": next(iter(by_seed.values()))[0]["task"], "seeds": sorted(pts),
                  "images": [], "mean": [], "ci": [], "seed_sd": [], "measurable": []}  # fmt: skip
         for i in common:
@@ -407,6 +433,12 @@ def _figure(rows, fitd, arm, task, path):
             ax.errorbar([r["n_train"]], [y], yerr=[[y - min(a, b)], [max(a, b) - y]], fmt="s",
                         color="tab:red", capsize=3,
                         label="length arm (its own set), same images")  # fmt: skip
+        floored = [r for r in rs if r.get("exact_floor") is not None]
+        if err == "resid_std" and floored:  # what the ruler's own uncertainty alone would give
+            fx = [r[xkey] for r in floored]
+            ax.fill_between(fx, [r["exact_floor_lo"] for r in floored],
+                            [r["exact_floor_hi"] for r in floored], color="0.6", alpha=0.4,
+                            label="exact ruler's floor on these samples")  # fmt: skip
         if arm == "length":
             _draw_fit(ax, (fitd.get(f"length_{task}") or {}).get(err, {}), rs[-1]["images"])
             over = (fitd.get(f"length_{task}") or {}).get("over_seeds")
@@ -480,13 +512,31 @@ def completeness(out) -> dict[str, dict]:
     return done
 
 
-def carried(previous: Path, here: set) -> dict:
+def _same_run(old: dict, name: str, spec: dict, log: list) -> bool:
+    """The folder here holds the run that ``old`` (an earlier study.json) scored: the same spec,
+    and the same training loss at every checkpoint both trainer logs hold (training is
+    deterministic, so the same run redraws the same losses to the bit; a changed trainer does
+    not)."""
+    if (old.get("runs", {}).get(name) or {}).get("run") != spec.get("run"):
+        return False
+    before = {e["images"]: e["loss"] for e in old.get("train_logs", {}).get(name, [])}
+    return all(before.get(e["images"], e["loss"]) == e["loss"] for e in log)
+
+
+def carried(previous: Path, here: dict, logs: dict, scored: set) -> dict:
     """Rows, run records and trainer logs of an earlier summary (``previous``, a study.json) for
     the runs whose folders are not under this ``out``: a study spread over machines, or one whose
-    early run folders are gone, keeps the scores it committed.  A run present here replaces its
-    carried rows."""
+    early run folders are gone, keeps the scores it committed.  A run present here (``here``:
+    {name: its study_run.json}, ``logs``: its trainer log) replaces its carried rows at the points
+    it has scored (``scored``: (run, images, sampling)); its carried rows at the points not scored
+    here yet stay while the folder holds the same run (``_same_run``), so a run retrained on
+    another machine keeps its committed scores until it has caught up.  Carried rows are marked
+    ``carried``."""
     old = atomic.read_json(previous) if Path(previous).exists() else {}
-    rows = [r for r in old.get("rows", []) if r["run"] not in here]
+    same = {n: _same_run(old, n, spec, logs.get(n, [])) for n, spec in here.items()}
+    point = lambda r: (r["run"], r["images"], r["sampling"])  # noqa: E731
+    rows = [{**r, "carried": True} for r in old.get("rows", [])
+            if r["run"] not in here or (same[r["run"]] and point(r) not in scored)]  # fmt: skip
     names = sorted({r["run"] for r in rows})
     pick = lambda d: {k: v for k, v in (old.get(d) or {}).items() if k in names}  # noqa: E731
     return {"rows": rows, "names": names, "runs": pick("runs"), "train_logs": pick("train_logs")}
@@ -494,9 +544,9 @@ def carried(previous: Path, here: set) -> dict:
 
 def summarise(out, to, command: str | None = None) -> dict:
     """study.csv, study.json, fits.json and the figures from every run under ``out``."""
-    entries = [e for rdir in sorted(Path(out).glob("*_*")) if (rdir / "eval").is_dir()
-               for e in load_entries(rdir)]  # fmt: skip
-    rows = [row(e) for e in entries]
+    scored_here = [pair for rdir in sorted(Path(out).glob("*_*")) if (rdir / "eval").is_dir()
+                   for pair in load_scored(rdir)]  # fmt: skip
+    rows = [{**row(e), **floor_columns(e, npz), "carried": False} for e, npz in scored_here]
     done = completeness(out)
     for r in rows:  # a run whose `study evaluate` was stopped part way is flagged, row by row
         r["run_complete"] = done.get(r["run"], {}).get("complete")
@@ -506,8 +556,14 @@ def summarise(out, to, command: str | None = None) -> dict:
     runs = {d.name: atomic.read_json(d / "study_run.json")
             for d in folders if (d / "study_run.json").exists()}  # fmt: skip
     logs = {d.name: list(_train_log(d).values()) for d in folders}
-    kept = carried(to / "study.json", set(runs) | {r["run"] for r in rows})
+    here = {**{r["run"]: {} for r in rows}, **runs}  # a folder without its record: no spec
+    scored = {(r["run"], r["images"], r["sampling"]) for r in rows}
+    kept = carried(to / "study.json", here, logs, scored)
     rows = kept["rows"] + rows
+    train_logs = dict(kept["train_logs"])
+    for name, log in logs.items():  # a run catching up: its carried log beyond its own so far
+        merged = {e["images"]: e for e in [*train_logs.get(name, []), *log]}
+        train_logs[name] = sorted(merged.values(), key=lambda e: e["images"])
     fitd = fits(rows)
     if rows:
         buf = io.StringIO()
@@ -519,7 +575,7 @@ def summarise(out, to, command: str | None = None) -> dict:
     atomic.write_json(to / "study.json", {
         "rows": rows, "command": command, "created": provenance.now_iso(),
         "machine": provenance.machine_info(), "git_commit": provenance.git_commit(),
-        "runs": {**kept["runs"], **runs}, "train_logs": {**kept["train_logs"], **logs},
+        "runs": {**kept["runs"], **runs}, "train_logs": train_logs,
         "completeness": done, "carried": kept["names"],
     })  # fmt: skip
     atomic.write_json(to / "fits.json", fitd)

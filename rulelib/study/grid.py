@@ -28,6 +28,8 @@ order that decides the question first:
                U-Nets (seed 0); widths-seed1: the same with seed 1
     dit        Task B, the transformer denoiser ("dit", 1.4 M) at the quick budget, 64 000 images
     length-C   Task C, length arm on to 512 000 images (extends a smaller length_C)
+    size       Task B, size arm: training sets of 250, 1 000, 4 000 and 16 000 images and fresh
+               images, 128 000 images each (the same runs as ``study train --arm size``)
     all        the above in that order (widths-seed1 last)
     smoke      seconds-long jobs of the smoke profile (tests)
 """
@@ -78,14 +80,15 @@ def _grids() -> dict[str, list[Job]]:
     widths1 = [Job(arms.length_run("B", WIDTH_IMAGES, 1, preset=p)) for p in ("narrow", "wide")]
     dit = [Job(arms.length_run("B", DIT_IMAGES, preset="dit"))]
     length_c = [Job(arms.length_run("C", arms.LENGTH_IMAGES), extend=True)]
+    size = [Job(arms.size_run("B", s)) for s in arms.SIZES]
     smoke = [
         Job(arms.size_run("B", 32, images=128, base="smoke"), n=16, conclusion_n=16),
         Job(arms.fresh_run("B", 128, first=32, base="smoke"), n=16, conclusion_n=16),
     ]
     return {
         "seeds": seeds, "longer": longer, "fresh": fresh, "widths": widths,
-        "widths-seed1": widths1, "dit": dit, "length-C": length_c,
-        "all": seeds + longer + fresh + widths + dit + length_c + widths1, "smoke": smoke,
+        "widths-seed1": widths1, "dit": dit, "length-C": length_c, "size": size,
+        "all": seeds + longer + fresh + widths + dit + length_c + size + widths1, "smoke": smoke,
     }  # fmt: skip
 
 

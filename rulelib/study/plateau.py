@@ -11,7 +11,8 @@ Each point is Gaussian with its standard error (from its bootstrap CI), so -2 lo
 and the fit is weighted least squares (scipy.optimize.least_squares, bounds c, a >= 0,
 0 < b <= B_MAX, τ > 0).  The measurement's own floor f (the ruler's residual std on perfect
 images) adds in quadrature: observed(n) = sqrt(model(n)² + f²), so c is the model's plateau, not
-the ruler's.
+the ruler's.  f is one number, or one per point: the floor measured on each checkpoint's own
+samples, whose cleanliness, and so whose measurement noise, changes with training.
 
 * Profile likelihood CI on c: χ²_prof(c) = min over the other parameters at fixed c; the 95 % CI
   is {c >= 0 : χ²_prof(c) - χ²_min <= 3.84} (Wilks; at the boundary c = 0 this is conservative).
@@ -91,13 +92,18 @@ def _lsq(fun, p0, lo, hi):
         return least_squares(fun, p0, bounds=(lo, hi), method="trf", max_nfev=4000)
 
 
-def _check(images, error, se):
+def _check(images, error, se, floor=0.0, floor_se=0.0):
+    """The points as sorted float arrays, those without a finite value or standard error dropped;
+    ``floor`` and its standard error ``floor_se`` (one for all, or one per point) follow their
+    points."""
     x = np.asarray(images, dtype=np.float64)
     y = np.asarray(error, dtype=np.float64)
     se = np.asarray(se, dtype=np.float64)
-    if x.ndim != 1 or x.shape != y.shape or se.shape != x.shape:
-        raise ValueError(f"images, error and se must be 1-D of one length, got {x.shape}, "
-                         f"{y.shape}, {se.shape}")  # fmt: skip
+    f, fse = (np.asarray(v, dtype=np.float64) for v in (floor, floor_se))
+    if x.ndim != 1 or x.shape != y.shape or se.shape != x.shape \
+            or f.shape not in ((), x.shape) or fse.shape not in ((), x.shape):  # fmt: skip
+        raise ValueError(f"images, error, se (and a per-point floor) must be 1-D of one length, "
+                         f"got {x.shape}, {y.shape}, {se.shape}, {f.shape}")  # fmt: skip
     keep = np.isfinite(x) & np.isfinite(y) & np.isfinite(se) & (se > 0)
     x, y, se = x[keep], y[keep], se[keep]
     if len(x) < 4:
@@ -106,14 +112,22 @@ def _check(images, error, se):
     if np.any(x <= 0):
         raise ValueError("images must be positive")
     o = np.argsort(x)
-    return x[o], y[o], se[o]
+    f, fse = (v[keep][o] if v.ndim else v for v in (f, fse))
+    if not (np.all(np.isfinite(f)) and np.all(f >= 0) and np.all(np.isfinite(fse))):
+        raise ValueError(f"a floor must be finite and >= 0, got {np.atleast_1d(f).tolist()}")
+    return x[o], y[o], se[o], f, fse
 
 
-def fit_shape(shape: str, images, error, se, *, floor: float = 0.0, level: float = 0.95,
+def fit_shape(shape: str, images, error, se, *, floor=0.0, floor_se=0.0, level: float = 0.95,
               grid_points: int | None = None) -> dict:  # fmt: skip
     """One shape fitted with and without a plateau: c, a, s, the profile CI on c, χ², AIC of
-    both models, Δχ² and the LRT's p (see the module docstring); JSON-serialisable."""
-    x0, y, se = _check(images, error, se)
+    both models, Δχ² and the LRT's p (see the module docstring); JSON-serialisable.  ``floor``:
+    the ruler's floor, one for all points or one per point (each checkpoint's own samples);
+    ``floor_se``: its standard error, which widens each point's to first order,
+    se² + (f se_f / y)² (d observed / d f = f / observed).  The floor and the error are read from
+    the same images, and their errors correlate positively, so adding them is conservative."""
+    x0, y, se, floor, floor_se = _check(images, error, se, floor, floor_se)
+    se = np.sqrt(se**2 + (floor * floor_se / y) ** 2)
     x = x0 / x0[0]
     chi_min, p = _fit(shape, x, y, se, floor)
     chi_zero, pz = _fit(shape, x, y, se, floor, c_fixed=0.0)
@@ -133,7 +147,8 @@ def fit_shape(shape: str, images, error, se, *, floor: float = 0.0, level: float
         "shape": shape,
         "model": ("c + a (images / images_0)^-b" if shape == "power"
                   else "c + a exp(-(images / images_0 - 1) / tau)"),  # fmt: skip
-        "floor": float(floor),
+        "floor": float(floor) if floor.ndim == 0 else floor.tolist(),
+        "floor_se": float(floor_se) if floor_se.ndim == 0 else floor_se.tolist(),
         "observed": "sqrt(model^2 + floor^2)",
         "c": float(p[0]), "a": float(p[1]), ("b" if shape == "power" else "tau"): float(p[2]),
         "c_ci": [lo, hi], "ci": "profile likelihood, chi2_1 95 %",
@@ -169,9 +184,9 @@ def _refine(shape, x, y, se, floor, target, cs, inside, lo, hi):
     return float(lo), float(hi)
 
 
-def fit_all(images, error, se, *, floor: float = 0.0) -> dict:
+def fit_all(images, error, se, *, floor=0.0, floor_se=0.0) -> dict:
     """Every shape (``SHAPES``) on the same points; and which the AIC prefers."""
-    fits = {s: fit_shape(s, images, error, se, floor=floor) for s in SHAPES}
+    fits = {s: fit_shape(s, images, error, se, floor=floor, floor_se=floor_se) for s in SHAPES}
     aics = {f"{s} {'plateau' if p else 'zero'}": fits[s]["aic" if p else "aic_zero"]
             for s in SHAPES for p in (True, False)}  # fmt: skip
     return {"shapes": fits, "aic_best": min(aics, key=aics.get), "aic": aics}
@@ -192,10 +207,10 @@ def power(
     ``template``'s shape fitted with c = 0 to the template's own points ("points": (images,
     error, se)); noise N(0, se)."""
     shape, floor = template["shape"], template["floor"]
-    x0, y0, se0 = _check(*template["points"])
+    x0, y0, se0, _, _ = _check(*template["points"])
     xt = x0 / x0[0]
     _, p = _fit(shape, xt, y0, se0, floor, c_fixed=0.0)
-    xd, _, sed = _check(images, np.ones(len(images)), se)
+    xd, _, sed, _, _ = _check(images, np.ones(len(images)), se)
     truth = observed(shape, xd / x0[0], c_true, p[1], p[2], floor)
     sed = sed * truth / observed(shape, xd / x0[0], 0.0, p[1], p[2], floor)  # relative errors kept
     rng = np.random.default_rng(seed)
@@ -230,21 +245,27 @@ POWER_C = (0.0, 0.002, 0.003, 0.005)
 POWER_REPS = 200  # replicates per power entry: its exact CI is about +-7 points at 50 %
 # The exact ruler's floor on generated samples (residual std that measurement alone adds, per
 # task), entered in the fit in quadrature beside floor 0: its per-image standard errors propagated
-# through y - k x on the length arm's U-Net samples (results/rulers/floors.md, "exact, se
-# propagated", results/analytic/<task>/unet_samples.npz: B 0.0024 [0.0016, 0.0032], C 0.0029).
-FLOORS: dict[str, float | None] = {"B": 0.0024, "C": 0.0029}
+# through y - k x on the analytic study's U-Net samples (rulelib.metrics.measurement_floor on
+# results/analytic/<task>/unet_samples.npz: B 0.0015 [0.0015, 0.0016], C 0.0029 [0.0029, 0.0029]).
+# Kept as a sensitivity check beside each checkpoint's own floor, which the summary measures on
+# the checkpoint's samples (the "floor per checkpoint" fit).
+FLOORS: dict[str, float | None] = {"B": 0.0015, "C": 0.0029}
 
 
 def curve_fits(points, *, task: str, floors=None, power_reps: int | None = None,
                seed: int = 0) -> dict:  # fmt: skip
-    """fit_all at floor 0 and at the task's ruler floor, and the power table (POWER_C, each
-    shape, floor 0) for the design of ``points`` [(images, error, se, measurable)]; points
-    below MIN_MEASURABLE are left out (their count is recorded)."""
+    """fit_all at floor 0, at the task's ruler floor (``FLOORS``) and, where every fitted point
+    carries one, at each point's own floor ("floor per checkpoint": the exact ruler's floor on
+    that checkpoint's samples, rulelib.metrics.measurement_floor); and the power table (POWER_C,
+    each shape, floor 0) for the design of ``points`` [(images, error, se, measurable[, floor,
+    floor_se])]; points below MIN_MEASURABLE are left out (their count is recorded)."""
     floors = FLOORS if floors is None else floors
-    used = [(i, e, s) for i, e, s, m in points if m is not None and m >= MIN_MEASURABLE]
+    points = [tuple(p) + (None,) * (6 - len(p)) for p in points]
+    used = [(i, e, s, f, fs) for i, e, s, m, f, fs in points
+            if m is not None and m >= MIN_MEASURABLE]  # fmt: skip
     out = {"min_measurable": MIN_MEASURABLE, "n_left_out": len(points) - len(used),
-           "images": [int(i) for i, _, _ in used]}  # fmt: skip
-    loose = [(i, e, s) for i, e, s, m in points if m is not None and m >= LOOSE_MEASURABLE]
+           "images": [int(p[0]) for p in used]}  # fmt: skip
+    loose = [(i, e, s) for i, e, s, m, _, _ in points if m is not None and m >= LOOSE_MEASURABLE]
     if len(loose) >= 4:
         out[f"at {LOOSE_MEASURABLE:.0%} measurable"] = {
             "images": [int(i) for i, _, _ in loose],
@@ -253,9 +274,15 @@ def curve_fits(points, *, task: str, floors=None, power_reps: int | None = None,
     if len(used) < 4:
         return {**out, "note": f"fewer than 4 points with >= {MIN_MEASURABLE:.0%} of the samples "
                 "measurable: no fit"}  # fmt: skip
-    x, y, se = map(np.array, zip(*used))
+    x, y, se = (np.array([p[j] for p in used], dtype=np.float64) for j in range(3))
     fl = [0.0] + ([float(floors[task])] if floors.get(task) else [])
     out["fits"] = {f"floor {f:g}": fit_all(x, y, se, floor=f) for f in fl}
+    own = [p[3] for p in used]
+    if all(f is not None for f in own):
+        own_se = np.array([p[4] or 0.0 for p in used], dtype=np.float64)
+        out["fits"]["floor per checkpoint"] = fit_all(
+            x, y, se, floor=np.array(own, dtype=np.float64), floor_se=own_se
+        )
     reps = POWER_REPS if power_reps is None else power_reps
     out["power"] = [power(x, se, {"shape": s, "floor": 0.0, "points": (x, y, se)}, c,
                           reps=reps, seed=seed) for s in SHAPES for c in POWER_C]  # fmt: skip
