@@ -79,6 +79,7 @@ except ImportError:
 # %%
 import csv
 import json
+import re
 import time
 from pathlib import Path
 
@@ -375,7 +376,10 @@ else:
 # where at least 95 % of the samples are measurable (and, as a check, 80 %); c gets a
 # profile-likelihood CI, the two hypotheses an AIC and a likelihood-ratio test
 # (`rulelib.study.plateau`).  The exact ruler's own floor on generated samples (its per-image
-# uncertainty propagated, `results/rulers/`) enters in quadrature as a second fit.  And because a
+# uncertainty propagated, `results/rulers/`) enters in quadrature as a second fit, and, because
+# that floor depends on how clean the samples are, each checkpoint's own floor (the same
+# propagation on its own samples, with its CI: `rulelib.metrics.measurement_floor`) as a third.
+# And because a
 # test that cannot fire proves nothing, the fit's power for this very design is simulated: how
 # often the test detects a true plateau of 0.002, 0.003, 0.005 with the points' own errors.
 # Training seeds 1 and 2 repeat the length arm of B (each seed draws its own training set,
@@ -431,7 +435,7 @@ if power_rows:
                                for q in power_rows])))  # fmt: skip
 
 # The seeds at the checkpoints they share: does seed 0's curve stand for the arm?
-seed_runs = sorted({r["run"] for r in study if r["run"].startswith("length_B")})
+seed_runs = sorted({r["run"] for r in study if re.fullmatch(r"length_B(_seed\d+)?", r["run"])})
 common = sorted(set.intersection(*[{int(r["images"]) for r in study if r["run"] == s
                                     and r["sampling"] == "ema ddim"} for s in seed_runs]))  # fmt: skip
 seed_table, seed_apart = [], []
@@ -447,6 +451,29 @@ print(
     f"training seeds of length B: {seed_runs}; shared checkpoints {common}; "
     f"pairs whose residual-std CIs do not overlap: {seed_apart or 'none'}"
 )
+
+# %% [markdown]
+# ### The exact ruler's floor, checkpoint by checkpoint
+# What the exact ruler's own per-image uncertainty alone would put into the residual std, on each
+# checkpoint's own samples (`exact_floor` in `study.csv`; 95 % bootstrap CI over the images),
+# beside the residual std it reads there, and what is left to the model, √(observed² − floor²),
+# at the point values.  A ruler cannot read a set of images below its own noise by more than
+# chance: the floor's lower bound stays under the reading's upper bound at every checkpoint.
+
+# %%
+floor_table, own_floor = [], {}
+for r in sorted((r for r in study if r["arm"] == "length" and r["sampling"] == "ema ddim"
+                 and r.get("exact_floor") not in ("", None) and num(r["measurable_rate"]) >= 0.95),
+                key=lambda r: (r["run"], int(r["images"]))):  # fmt: skip
+    obs, fl = num(r["novel_resid_std"]), num(r["exact_floor"])
+    assert num(r["exact_floor_lo"]) <= num(r["novel_resid_std_hi"]), r  # not below its own noise
+    own_floor.setdefault(r["run"], []).append(fl)
+    floor_table.append({"run": r["run"], "images": f"{int(r['images']):,}",
+                        "residual std": ci(r, "novel_resid_std"), "exact ruler's floor": ci(r, "exact_floor"),
+                        "left to the model": f"{np.sqrt(max(obs**2 - fl**2, 0.0)):.4f}"})  # fmt: skip
+if floor_table:
+    display(Markdown(md_table(floor_table)))
+print({run: f"{min(v):.4f}-{max(v):.4f}" for run, v in own_floor.items()} or "no floors committed")
 
 # %% [markdown]
 # ### Is the error still falling at the end? Paired checkpoints
@@ -588,7 +615,8 @@ for run, fd in fits.items():
     span = f"{min(sub):,}–{max(sub):,} images"
     if "c" in f:
         lo, hi = f["c_ci"]
-        verdict = ("the plateau is above zero" if lo > 0.001 else
+        verdict = (f"this shape puts the plateau above zero, between {lo:.4f} and {hi:.4f} "
+                   f"(95 %)" if lo > 0 else
                    f"a plateau at zero is not excluded, and one above {hi:.4f} is ruled out "
                    f"(95 %)")  # fmt: skip
         lines.append(f"**{run}** ({len(sub)} checkpoints, {span}): residual std fit (the "
@@ -712,10 +740,16 @@ if answer:
     u_off = [f"{name} {c} {cell(scored[name, c][0], 'slope')}" for name in TASKS for c in CLASSES
              if (name, c) in scored and c != "empirical"]  # fmt: skip
     exact_floor = ", ".join(f"{t} {v}" for t, v in FLOORS.items() if v)
+    per_point = [f"{r['run']} {r['shape']} {r['c']:.4f} [{r['c_lo']:.4f}, {r['c_hi']:.4f}]"
+                 for r in prow if r["floor"] == "floor per checkpoint"]  # fmt: skip
     lines.append("**Answer, our ruler.** On novel images (no copies anywhere): " + "; ".join(answer)
-                 + f".  The exact ruler's own floor on generated samples ({exact_floor}) is of "
-                 "the size of the plateaus the shapes allow, so a plateau there would be no "
-                 "evidence of a model error.  Training seeds: "
+                 + f".  The exact ruler's own floor on generated samples ({exact_floor} on one "
+                 "set; checkpoint by checkpoint " + ", ".join(
+                     f"{run} {min(v):.4f}-{max(v):.4f}" for run, v in own_floor.items())
+                 + ") is part of what the shapes fit as a plateau: a plateau at or below it is "
+                 "no evidence of a model error.  With each checkpoint's own floor in quadrature, "
+                 "the plateau left to the model is " + ("; ".join(per_point) or "not fitted")
+                 + ".  Training seeds: "
                  + (f"{len(seed_runs)} seeds share {len(common)} scored checkpoints, and "
                     + ("every pair of residual-std CIs overlaps" if not seed_apart else
                        f"{len(seed_apart)} pairs are apart") if len(seed_runs) > 1 else
