@@ -512,6 +512,11 @@ def completeness(out) -> dict[str, dict]:
     return done
 
 
+def point_key(r: dict) -> tuple:
+    """A row's scored point: (run, images seen, sampling)."""
+    return r["run"], r["images"], r["sampling"]
+
+
 def _same_run(old: dict, name: str, spec: dict, log: list) -> bool:
     """The folder here holds the run that ``old`` (an earlier study.json) scored: the same spec,
     and the same training loss at every checkpoint both trainer logs hold (training is
@@ -528,15 +533,14 @@ def carried(previous: Path, here: dict, logs: dict, scored: set) -> dict:
     the runs whose folders are not under this ``out``: a study spread over machines, or one whose
     early run folders are gone, keeps the scores it committed.  A run present here (``here``:
     {name: its study_run.json}, ``logs``: its trainer log) replaces its carried rows at the points
-    it has scored (``scored``: (run, images, sampling)); its carried rows at the points not scored
+    it has scored (``scored``: their ``point_key``s); its carried rows at the points not scored
     here yet stay while the folder holds the same run (``_same_run``), so a run retrained on
     another machine keeps its committed scores until it has caught up.  Carried rows are marked
     ``carried``."""
     old = atomic.read_json(previous) if Path(previous).exists() else {}
     same = {n: _same_run(old, n, spec, logs.get(n, [])) for n, spec in here.items()}
-    point = lambda r: (r["run"], r["images"], r["sampling"])  # noqa: E731
     rows = [{**r, "carried": True} for r in old.get("rows", [])
-            if r["run"] not in here or (same[r["run"]] and point(r) not in scored)]  # fmt: skip
+            if r["run"] not in here or (same[r["run"]] and point_key(r) not in scored)]  # fmt: skip
     names = sorted({r["run"] for r in rows})
     pick = lambda d: {k: v for k, v in (old.get(d) or {}).items() if k in names}  # noqa: E731
     return {"rows": rows, "names": names, "runs": pick("runs"), "train_logs": pick("train_logs")}
@@ -557,8 +561,7 @@ def summarise(out, to, command: str | None = None) -> dict:
             for d in folders if (d / "study_run.json").exists()}  # fmt: skip
     logs = {d.name: list(_train_log(d).values()) for d in folders}
     here = {**{r["run"]: {} for r in rows}, **runs}  # a folder without its record: no spec
-    scored = {(r["run"], r["images"], r["sampling"]) for r in rows}
-    kept = carried(to / "study.json", here, logs, scored)
+    kept = carried(to / "study.json", here, logs, {point_key(r) for r in rows})
     rows = kept["rows"] + rows
     train_logs = dict(kept["train_logs"])
     for name, log in logs.items():  # a run catching up: its carried log beyond its own so far

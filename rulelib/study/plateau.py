@@ -102,8 +102,9 @@ def _check(images, error, se, floor=0.0, floor_se=0.0):
     f, fse = (np.asarray(v, dtype=np.float64) for v in (floor, floor_se))
     if x.ndim != 1 or x.shape != y.shape or se.shape != x.shape \
             or f.shape not in ((), x.shape) or fse.shape not in ((), x.shape):  # fmt: skip
-        raise ValueError(f"images, error, se (and a per-point floor) must be 1-D of one length, "
-                         f"got {x.shape}, {y.shape}, {se.shape}, {f.shape}")  # fmt: skip
+        raise ValueError(f"images, error, se (and a per-point floor and its se) must be 1-D of "
+                         f"one length, got {x.shape}, {y.shape}, {se.shape}, {f.shape}, "
+                         f"{fse.shape}")  # fmt: skip
     keep = np.isfinite(x) & np.isfinite(y) & np.isfinite(se) & (se > 0)
     x, y, se = x[keep], y[keep], se[keep]
     if len(x) < 4:
