@@ -184,6 +184,13 @@ def test_size_run_trains_resumes_and_is_scored(tmp_path, monkeypatch):
     assert (dest / "ema_final.safetensors").read_bytes() == final.read_bytes()
     # the finished run's final weights replace the unfinished run's; samples_0000032 was there
     assert len(got) == 2 and artefacts.collect(tmp_path, tmp_path / "summary") == []
+    # weights above the size limit are not kept (retrained instead), the samples are
+    monkeypatch.setattr(artefacts, "MAX_WEIGHTS_BYTES", final.stat().st_size - 1)
+    assert artefacts.collect(tmp_path, tmp_path / "summary") == []
+    assert sorted(p.name for p in dest.iterdir()) == ["samples_0000032.npz", "samples_0000064.npz"]
+    monkeypatch.setattr(artefacts, "MAX_WEIGHTS_BYTES", final.stat().st_size)
+    again = artefacts.collect(tmp_path, tmp_path / "summary")
+    assert again == [str(dest / "ema_final.safetensors")]
     # a run scored elsewhere (its folder not here) is carried from the earlier summary; this
     # run's own earlier rows are replaced by its current ones
     prev = tmp_path / "summary2"

@@ -7,8 +7,10 @@ retraining, ``collect`` copies, per run, the samples of every scored checkpoint 
 for the small U-Net) into ``<to>/runs/<run>/``: ``samples_<images>.npz`` and
 ``ema_final.safetensors``.  A run not finished yet (one extended to a larger budget, or stopped)
 gets the EMA weights of its newest scored checkpoint instead, ``ema_<images>.safetensors``, which
-replaces the copy of an older one.  Files already there with the same bytes are left alone; every
-copy is atomic.
+replaces the copy of an older one.  Weights larger than MAX_WEIGHTS_BYTES (the transformer's
+5 MB, a wide U-Net's) are not copied: large binaries do not belong in git, and training is
+deterministic, so ``study run --grid ...`` regenerates them to the bit.  Files already there with
+the same bytes are left alone; every copy is atomic.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 
 from rulelib import atomic
 from rulelib.diffusion import checkpoint
+
+MAX_WEIGHTS_BYTES = 4_000_000  # the small U-Net's EMA weights (3.8 MB) pass; larger are retrained
 
 
 def copy_file(src: Path, dst: Path) -> bool:
@@ -63,9 +67,10 @@ def collect(out, to) -> list[str]:
             name = f"ema_{epoch * n_train:07d}.safetensors"
         else:
             continue
-        for old in dest.glob("ema_*.safetensors"):  # the newest weights only
-            if old.name != name:
+        big = (src / "ema.safetensors").stat().st_size > MAX_WEIGHTS_BYTES
+        for old in dest.glob("ema_*.safetensors"):  # the newest weights only, and none too large
+            if old.name != name or big:
                 old.unlink()
-        if copy_file(src / "ema.safetensors", dest / name):
+        if not big and copy_file(src / "ema.safetensors", dest / name):
             written.append(str(dest / name))
     return written
