@@ -492,6 +492,8 @@ for run, by_ruler in sorted(pairs.items()):
     rs = {int(r["images"]): r for r in study if r["run"] == run and r["sampling"] == "ema ddim"}
     for ruler, rows in by_ruler.items():
         for q in rows:
+            if q["resid_std"]["ci"] is None:  # too few measurable samples at one of the two
+                continue
             d, (lo, hi) = q["resid_std"]["value"], q["resid_std"]["ci"]
             assert lo <= d <= hi, (run, ruler, q)
             word = "falls" if hi < 0 else "rises" if lo > 0 else "no change resolved"
