@@ -95,9 +95,9 @@ from rulelib.diffusion.schedule import Schedule
 from rulelib.metrics import memorisation
 from rulelib.notebook import stamp, test_size
 from rulelib.study import arms
-from rulelib.study.evaluate import length_at_budget
 from rulelib.study.fit import fit_plateau, plateau
 from rulelib.study.plateau import FLOORS
+from rulelib.study.rows import length_at_budget
 
 t0 = time.time()
 SMALL = test_size()

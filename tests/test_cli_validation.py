@@ -14,6 +14,8 @@ import pytest
 from rulelib import arguments, atomic, cli, tasks
 from rulelib.diffusion import levers
 from rulelib.run.images import load_images
+from rulelib.study import rows as study_rows
+from rulelib.study import summary
 
 
 def _subparsers():
@@ -238,19 +240,17 @@ def test_argument_errors_are_value_errors_too():
 def test_a_partly_evaluated_study_run_is_flagged(tmp_path):
     """After a stopped `study evaluate`, the summary says which runs are scored to their end; the
     size figure takes no point from the others."""
-    from rulelib.study import evaluate
-
     for name, scored in (("size_B_250", [1, 2, 4]), ("size_B_500", [1])):
         rdir = tmp_path / name
         (rdir / "eval").mkdir(parents=True)
         atomic.write_json(rdir / "study_run.json", {"run": {"epochs": [1, 2, 4]}})
         for e in scored:
             atomic.write_json(rdir / "eval" / f"epoch_{e:06d}.json", {"epoch": e, "images": e})
-    done = evaluate.completeness(tmp_path)
+    done = summary.completeness(tmp_path)
     assert done["size_B_250"]["complete"] is True and done["size_B_500"]["complete"] is False
     assert done["size_B_500"] == {"planned": [1, 2, 4], "scored": [1], "complete": False}
     rows = [{"n_train": 250, "images": i, "run_complete": True} for i in (250, 500, 1000)]
     rows.append({"n_train": 500, "images": 500, "run_complete": False})
     rows.append({"n_train": 999, "images": 999})  # carried from an earlier summary: no flag
-    kept = [(r["n_train"], r["images"]) for r in evaluate.size_points(rows)]
+    kept = [(r["n_train"], r["images"]) for r in study_rows.size_points(rows)]
     assert kept == [(250, 1000), (999, 999)]

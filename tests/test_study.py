@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from rulelib.diffusion import checkpoint
 from rulelib.diffusion import train as trainer
 from rulelib.run import profiles
-from rulelib.study import arms, artefacts, command, evaluate, ruler_figure
+from rulelib.study import arms, artefacts, command, evaluate, figures, ruler_figure, summary
+from rulelib.study import rows as study_rows
 from rulelib.study.fit import fit_plateau, plateau, se_from_ci
 
 X = np.array(arms.length_run("B").to_dict()["images_at"], dtype=float)  # 8 000 ... 512 000
@@ -66,15 +67,15 @@ def test_plateau_fit_starts_where_the_coarse_rule_is_drawn():
                  "novel_conforming_pct": None}
                 for x, m, v, e in zip(X, measurable, y, se)]  # fmt: skip
 
-    f = evaluate.fits(rows(np.where(first, 0.3, 0.9)))["length_B"]["resid_std"]
+    f = summary.fits(rows(np.where(first, 0.3, 0.9)))["length_B"]["resid_std"]
     assert f["from_images"] == int(X[~first][0]) and f["skipped"] == int(first.sum())
     assert f["n_points"] == int((~first).sum())
     assert f["c_ci"][0] <= c_true <= f["c_ci"][1]
     assert f["chi2"] < 2 * f["n_points"]  # the power law fits the second phase ...
-    ungated = evaluate.fits(rows(np.full(len(X), 0.9)))["length_B"]["resid_std"]
+    ungated = summary.fits(rows(np.full(len(X), 0.9)))["length_B"]["resid_std"]
     assert ungated["chi2"] > 20 * f["chi2"]  # ... and not the first phase with it
     # no checkpoint measurable enough: no fit, and the note says why
-    note = evaluate.fits(rows(np.full(len(X), 0.5)))["length_B"]["resid_std"]
+    note = summary.fits(rows(np.full(len(X), 0.5)))["length_B"]["resid_std"]
     assert "c" not in note and "measurable" in note["note"] and note["from_images"] is None
 
 
@@ -89,10 +90,10 @@ def test_length_figure_draws_the_plateau_fit(tmp_path, monkeypatch):
              "dsm_gap": 0.01, "dsm_gap_lo": -0.01, "dsm_gap_hi": 0.03, "copy_rate": 0.0,
              "nearest_median": 5.0, "fresh_nearest_median": 4.7}
             for x, v, e in zip(X, y, se)]  # fmt: skip
-    fitd = evaluate.fits(rows)
+    fitd = summary.fits(rows)
     figs = []
-    monkeypatch.setattr(evaluate.atomic, "savefig", lambda fig, path: figs.append(fig))
-    evaluate._figure(rows, fitd, "length", "B", tmp_path / "length_B.png")
+    monkeypatch.setattr(figures.atomic, "savefig", lambda fig, path: figs.append(fig))
+    figures.arm_figure(rows, fitd, "length", "B", tmp_path / "length_B.png")
     f = fitd["length_B"]["resid_std"]
     line = next(ln for ln in figs[0].axes[0].get_lines() if ln.get_label().startswith("c + a"))
     x, curve = line.get_data()
@@ -165,12 +166,12 @@ def test_size_run_trains_resumes_and_is_scored(tmp_path, monkeypatch):
     f = tmp_path / run.name / "eval" / "epoch_000002.json"
     old = {k: v for k, v in e.items() if k != "dsm_gap"}
     f.write_text(json.dumps({**old, "dsm_loss_train": 1.0, "dsm_loss_fresh": 1.1}))
-    assert evaluate.row({**old, "dsm_loss_fresh": 1.1})["dsm_loss_fresh"] == 1.1
-    assert evaluate.row(old)["dsm_gap"] is None
+    assert study_rows.row({**old, "dsm_loss_fresh": 1.1})["dsm_loss_fresh"] == 1.1
+    assert study_rows.row(old)["dsm_gap"] is None
     again = evaluate.evaluate_run(tmp_path, run, n=16, progress=False)
     assert again[-1]["dsm_gap"] == gap and again[-1]["created"] == e["created"]
-    assert evaluate.row(again[-1])["dsm_gap_hi"] == gap["ci"][1]
-    out = evaluate.summarise(tmp_path, tmp_path / "summary")
+    assert study_rows.row(again[-1])["dsm_gap_hi"] == gap["ci"][1]
+    out = summary.summarise(tmp_path, tmp_path / "summary")
     assert len(out["rows"]) == 2 and (tmp_path / "summary" / "study.csv").exists()
     assert (tmp_path / "summary" / "size_B.png").exists()
     # what a later ruler re-scores: the scored samples by images seen, the final EMA weights
@@ -199,7 +200,7 @@ def test_size_run_trains_resumes_and_is_scored(tmp_path, monkeypatch):
     stale = {**out["rows"][-1], "resid_std": -1.0}
     (prev / "study.json").write_text(json.dumps({"rows": [other, stale],
                                                  "runs": {"size_B_999": {"x": 1}}}))  # fmt: skip
-    again = evaluate.summarise(tmp_path, prev)
+    again = summary.summarise(tmp_path, prev)
     names = [r["run"] for r in again["rows"]]
     assert names.count("size_B_999") == 1 and names.count(run.name) == 2
     assert all(r["resid_std"] != -1.0 for r in again["rows"])
@@ -283,8 +284,8 @@ def test_command_line_builds_the_runs():
 
 
 def test_plateau_label_rounds_to_the_ci_scale():
-    assert evaluate._on_scale(3.7e-18, 2e-26, 0.00355) == "0.0000 [0.0000, 0.0036]"
-    assert evaluate._on_scale(2.7e-14, 1e-20, 49.05) == "0 [0, 49]"
+    assert figures.on_scale(3.7e-18, 2e-26, 0.00355) == "0.0000 [0.0000, 0.0036]"
+    assert figures.on_scale(2.7e-14, 1e-20, 49.05) == "0 [0, 49]"
 
 
 def test_length_arm_at_the_size_arms_budget_is_its_point_for_the_tasks_own_set():
@@ -295,9 +296,9 @@ def test_length_arm_at_the_size_arms_budget_is_its_point_for_the_tasks_own_set()
     rows = [r("length", "B", 64_000, 2000), r("length", "B", 128_000, 2000),
             r("length", "B", 128_000, 2000, "raw ddpm"), r("length", "C", 128_000, 2000),
             r("size", "B", 128_000, 128_000), r("size", "B", 128_000, 250)]  # fmt: skip
-    got = evaluate.length_at_budget(rows, "B")
+    got = study_rows.length_at_budget(rows, "B")
     assert got == [rows[1]]  # the same task, images and sampler only
-    assert evaluate.length_at_budget(rows, "C") == []  # C has no size arm
+    assert study_rows.length_at_budget(rows, "C") == []  # C has no size arm
 
 
 def test_ruler_figure_bands_come_from_the_floors_file(tmp_path):
@@ -341,14 +342,14 @@ def test_a_run_retrained_elsewhere_keeps_its_committed_rows_until_it_catches_up(
                                 "train_logs": {"length_B_seed1": log}}))  # fmt: skip
     here = {"length_B_seed1": spec}
     scored = {("length_B_seed1", 8000, "ema ddim")}
-    kept = evaluate.carried(prev, here, {"length_B_seed1": log[:1]}, scored)
+    kept = summary.carried(prev, here, {"length_B_seed1": log[:1]}, scored)
     got = sorted((r["run"], r["images"]) for r in kept["rows"])
     assert got == [("length_B_seed1", 16000), ("length_B_seed1", 32000), ("length_B_seed2", 8000)]
     assert all(r["carried"] for r in kept["rows"])
     other_loss = [{"images": 8000, "loss": 0.5}]
     for h, lg in (({"length_B_seed1": {"run": {**spec["run"], "images": 1}}}, log[:1]),
                   (here, other_loss)):  # fmt: skip
-        kept = evaluate.carried(prev, h, {"length_B_seed1": lg}, scored)
+        kept = summary.carried(prev, h, {"length_B_seed1": lg}, scored)
         assert [(r["run"], r["images"]) for r in kept["rows"]] == [("length_B_seed2", 8000)]
 
 
@@ -357,7 +358,7 @@ def test_seeds_without_a_shared_scored_checkpoint_give_no_seed_curve():
     others: no mean over seeds (and no empty one for the figure to draw); with a shared point,
     one is drawn over it."""
     rows = [_row("length_B", i) for i in (16000, 32000)] + [_row("length_B_seed1", 8000)]
-    assert evaluate.seed_curves(rows) == {}
-    curve = evaluate.seed_curves(rows + [_row("length_B_seed1", 32000, 0.004)])["length_B"]
+    assert summary.seed_curves(rows) == {}
+    curve = summary.seed_curves(rows + [_row("length_B_seed1", 32000, 0.004)])["length_B"]
     assert curve["images"] == [32000] and curve["seeds"] == [0, 1]
     assert curve["mean"][0] == pytest.approx(0.0035)

@@ -12,7 +12,7 @@ from scipy.stats import chi2
 from rulelib import tasks
 from rulelib.metrics import memorisation, rule_report
 from rulelib.metrics.bootstrap import share_ci
-from rulelib.study import command, evaluate, paired, plateau, seeds
+from rulelib.study import command, paired, plateau, seeds, summary
 from rulelib.study.fit import se_from_ci
 from rulelib.tasks import rulers
 
@@ -184,7 +184,7 @@ def test_summary_fits_seed_bands_and_every_shape(monkeypatch):
                          "measurable_rate": 0.97, "novel_resid_std": v,
                          "novel_resid_std_lo": v - 1.96 * si, "novel_resid_std_hi": v + 1.96 * si,
                          "novel_within_5pct": None, "novel_conforming_pct": None})  # fmt: skip
-    fitd = evaluate.fits(rows)
+    fitd = summary.fits(rows)
     p = fitd["length_B"]["plateau"]
     assert set(p["fits"]["floor 0"]["shapes"]) == {"power", "exponential"}
     assert len(p["power"]) == len(plateau.SHAPES) * len(plateau.POWER_C)
@@ -194,7 +194,7 @@ def test_summary_fits_seed_bands_and_every_shape(monkeypatch):
         assert m == pytest.approx(v) and lo < v - 0.0003 and hi > v + 0.0003  # the seed spread
     assert "fits" in over["plateau"]
     rows_low = [{**r, "measurable_rate": 0.9} for r in rows if r["run"] == "length_B"]
-    note = evaluate.fits(rows_low)["length_B"]["plateau"]
+    note = summary.fits(rows_low)["length_B"]["plateau"]
     assert "fits" not in note and note["n_left_out"] == len(x)
 
 

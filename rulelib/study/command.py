@@ -27,7 +27,7 @@ from pathlib import Path
 from rulelib import arguments, atomic, provenance
 from rulelib.run import overrides
 from rulelib.run.lock import locked
-from rulelib.study import arms, artefacts, carry, evaluate, grid, paired, ruler_figure
+from rulelib.study import arms, artefacts, carry, evaluate, grid, paired, ruler_figure, summary
 from rulelib.tasks import rulers
 
 ACTIONS = ("train", "evaluate", "summary", "run", "status", "pack", "restore")
@@ -213,7 +213,7 @@ def run(args, command: str | None = None) -> int:
                                       measurement=args.measurement,
                                       conclusion_n=args.conclusion_n)  # fmt: skip
         return 0
-    evaluate.summarise(args.out, args.to or args.out, command=command)
+    summary.summarise(args.out, args.to or args.out, command=command)
     if args.to:  # a summary elsewhere (results/) also gets what a later ruler re-scores
         artefacts.collect(args.out, args.to)
         write_paired(Path(args.to), command)
