@@ -516,6 +516,57 @@ if pair_rows:
 print(f"the last step of each run: {still_falling or 'no paired results committed'}")
 
 # %% [markdown]
+# ### Fresh data, width, class and set size against the recipe, over training seeds
+# Each run that changes one thing about the length arm's recipe -- fresh images in every batch
+# (`fresh_B`), a 4x narrower or 4x wider U-Net (`length_B_narrow`, `length_B_wide`), a
+# transformer (`length_B_dit`), a smaller or larger training set (the size arm) -- is set against
+# the recipe's own seeds at every number of images both scored (`variants.json`,
+# `rulelib.study.variants`).  The difference of seed means gets a two-sample t interval on the
+# seed variance pooled over both (each seed's value already holds its sampling noise); with two or
+# three seeds a bootstrap over seeds would be degenerate.  Pooling assumes the variant's seeds
+# scatter as the recipe's do, which lets a variant with one seed be compared at all.
+# `detectable` is the smallest true difference the comparison finds with 80 % power: a
+# difference below it going unseen says nothing.  Points where fewer than 95 % of the samples
+# are measurable are shown but not concluded on.
+
+# %%
+variants_doc = json.loads((RESULTS / "study" / "variants.json").read_text()) if study else {}
+comparisons = variants_doc.get("comparisons", [])
+variant_rows, resolved, unresolved = [], [], []
+for c in comparisons:
+    assert c["ci"][0] <= c["value"] <= c["ci"][1], c
+    # an interval's half-width is below the difference it detects with 80 % power
+    assert (c["ci"][1] - c["ci"][0]) / 2 < c["detectable"], c
+    gated = c["measurable"] >= 0.95
+    apart = c["ci"][0] > 0 or c["ci"][1] < 0
+    if gated and c["seed_level"]:
+        (resolved if apart else unresolved).append(c)
+    variant_rows.append({
+        "variant": c["variant"], "images": f"{c['images']:,}",
+        "seeds (variant / recipe)": f"{len(c['variant_seeds'])} / {len(c['base_seeds'])}",
+        "mean (variant)": f"{c['variant_mean']:.4f}",
+        "mean (recipe)": f"{c['base_mean']:.4f}",
+        "difference [95 % CI]": f"{c['value']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]",
+        "interval": f"t, df {c['df']}" if c["seed_level"] else "sampling only",
+        "detectable (80 %)": f"{c['detectable']:.4f}",
+        "measurable": f"{100 * c['measurable']:.0f} %",
+    })  # fmt: skip
+if variant_rows:
+    display(Markdown(md_table(variant_rows)))
+    for png in sorted((RESULTS / "study").glob("variants_*.png")):
+        display(Image(filename=str(png)))
+last_variant, last_any = {}, {}
+for c in resolved + unresolved:  # each variant's comparison at its largest concluded budget
+    if c["images"] >= last_variant.get(c["variant"], {}).get("images", 0):
+        last_variant[c["variant"]] = c
+for c in comparisons:  # and at its largest budget at all, for those with none concluded
+    if c["variant"] not in last_variant and c["seed_level"]:
+        if c["images"] >= last_any.get(c["variant"], {}).get("images", 0):
+            last_any[c["variant"]] = c
+print("resolved at >= 95 % measurable, seed-level:",
+      [(c["variant"], c["images"]) for c in resolved] or "none")  # fmt: skip
+
+# %% [markdown]
 # ## 4. The paper's ruler: how much of the paper's "constant" is the measurement?
 # The paper measured its samples with OpenCV contours on a 128-px upscale (docs/paper.md
 # section 3a); `rulelib.tasks.paper_ruler` reproduces it with OpenCV itself.  Two checks and two
@@ -759,6 +810,24 @@ if answer:
                  + ".  The closed-form classes that do not copy carry little or no fine rule "
                  "(slope: " + ", ".join(u_off) + "), where the length arm's U-Net reaches the "
                  "rule (slope " + "; ".join(reach) + ").")  # fmt: skip
+if last_variant:
+    lines.append("**Variants of the recipe, over training seeds** (at each variant's largest "
+                 "budget with >= 95 % of the samples measurable; difference of seed means, t "
+                 "interval): " + "; ".join(
+                     f"{g} at {c['images']:,} images, {len(c['variant_seeds'])} seed(s) against "
+                     f"{len(c['base_seeds'])}: {c['variant_mean']:.4f} against "
+                     f"{c['base_mean']:.4f}, difference {c['value']:+.4f} [{c['ci'][0]:+.4f}, "
+                     f"{c['ci'][1]:+.4f}], "
+                     + ("resolved" if c["ci"][0] > 0 or c["ci"][1] < 0 else
+                        f"not resolved (detectable with 80 % power: {c['detectable']:.4f})")
+                     for g, c in sorted(last_variant.items())) + ".")  # fmt: skip
+if last_any:
+    lines.append("Not concluded on, fewer than 95 % of the samples measurable (the difference is "
+                 "one of a selected subset): " + "; ".join(
+                     f"{g} at {c['images']:,} images ({100 * c['measurable']:.0f} % measurable), "
+                     f"{c['variant_mean']:.4f} against {c['base_mean']:.4f}, difference "
+                     f"{c['value']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]"
+                     for g, c in sorted(last_any.items())) + ".")  # fmt: skip
 if still_falling:
     steps = {(q["run"], q["ruler"]): q for q in pair_rows}  # the last row of each: its last step
     lines.append("**The last step, paired on the same noise draws** (`paired.json`): " + "; ".join(

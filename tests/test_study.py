@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from rulelib import atomic
 from rulelib.diffusion import checkpoint
 from rulelib.diffusion import train as trainer
 from rulelib.run import profiles
@@ -362,3 +363,26 @@ def test_seeds_without_a_shared_scored_checkpoint_give_no_seed_curve():
     curve = summary.seed_curves(rows + [_row("length_B_seed1", 32000, 0.004)])["length_B"]
     assert curve["images"] == [32000] and curve["seeds"] == [0, 1]
     assert curve["mean"][0] == pytest.approx(0.0035)
+
+
+def test_the_fresh_arms_mid_epoch_points_are_committed_like_epochs(tmp_path):
+    """The fresh arm scores points inside its one epoch (eval/images_N); their samples are
+    committed as samples_<images>.npz and the newest scored point's EMA weights while the run
+    is unfinished; samples not scored yet (no entry) are not."""
+    assert artefacts.samples_name("images_000011328", 512000) == "samples_0011328.npz"
+    assert artefacts.samples_name("epoch_000256_raw_ddpm", 2000) == "samples_0512000_raw_ddpm.npz"
+    rdir = tmp_path / "out" / "fresh_B"
+    (rdir / "eval").mkdir(parents=True)
+    atomic.write_json(rdir / "study_run.json", {"run": {"n_train": 64, "epochs": [1]}})
+    for i, scored in ((16, True), (32, True), (48, False)):
+        np.savez(rdir / "eval" / f"images_{i:09d}.npz", images=np.full((2, 4, 4, 3), i, np.uint8))
+        if scored:
+            atomic.write_json(rdir / "eval" / f"images_{i:09d}.json", {"images": i})
+        point = rdir / "points" / f"images_{i:09d}"
+        point.mkdir(parents=True)
+        (point / "ema.safetensors").write_bytes(bytes([i]) * 10)
+    artefacts.collect(tmp_path / "out", tmp_path / "to")
+    dest = tmp_path / "to" / "runs" / "fresh_B"
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "ema_0000032.safetensors", "samples_0000016.npz", "samples_0000032.npz"]  # fmt: skip
+    assert (dest / "ema_0000032.safetensors").read_bytes() == bytes([32]) * 10

@@ -37,9 +37,21 @@ def copy_file(src: Path, dst: Path) -> bool:
 def samples_name(eval_stem: str, n_train: int) -> str:
     """The committed name of the samples scored as ``eval/<eval_stem>``: epoch_000256 ->
     samples_0512000.npz (images seen, with 2000 training images), epoch_000256_raw_ddpm ->
-    samples_0512000_raw_ddpm.npz (a sampling variant)."""
-    epoch, _, rest = eval_stem.removeprefix("epoch_").partition("_")
-    return f"samples_{int(epoch) * n_train:07d}{'_' + rest if rest else ''}.npz"
+    samples_0512000_raw_ddpm.npz (a sampling variant); the fresh arm's mid-epoch point
+    images_000011328 -> samples_0011328.npz."""
+    kind, _, rest = eval_stem.partition("_")
+    count, _, variant = rest.partition("_")
+    images = int(count) * n_train if kind == "epoch" else int(count)
+    return f"samples_{images:07d}{'_' + variant if variant else ''}.npz"
+
+
+def _scored_weights(rdir: Path, n_train: int) -> list[tuple[int, Path]]:
+    """(images seen, checkpoint folder) of each scored point whose folder is here: the epoch
+    checkpoints and the fresh arm's mid-epoch points (<run>/points/images_N), by images."""
+    have = [(e * n_train, p, f"epoch_{e:06d}") for e, p in checkpoint.list_checkpoints(rdir)]
+    have += [(int(p.name.removeprefix("images_")), p, p.name)
+             for p in (rdir / "points").glob("images_*") if p.is_dir()]  # fmt: skip
+    return sorted((i, p) for i, p, tag in have if (rdir / "eval" / f"{tag}.json").exists())
 
 
 def collect(out, to) -> list[str]:
@@ -47,7 +59,8 @@ def collect(out, to) -> list[str]:
     ``<to>/runs/<run>/``; returns the files written (unchanged ones are not rewritten)."""
     written = []
     for rdir in sorted(Path(out).glob("*_*")):
-        evals = sorted((rdir / "eval").glob("epoch_*.npz")) if (rdir / "eval").is_dir() else []
+        found = [*(rdir / "eval").glob("epoch_*.npz"), *(rdir / "eval").glob("images_*.npz")]
+        evals = sorted(f for f in found if f.with_suffix(".json").exists())  # scored ones only
         ckpts = checkpoint.list_checkpoints(rdir) if (rdir / "checkpoints").is_dir() else []
         if not evals and not ckpts:
             continue
@@ -55,16 +68,16 @@ def collect(out, to) -> list[str]:
         dest.mkdir(parents=True, exist_ok=True)
         spec = atomic.read_json(rdir / "study_run.json")["run"]
         n_train, last = spec["n_train"], spec["epochs"][-1]
-        for f in evals:  # epoch_000091.npz or epoch_000256_raw_ddpm.npz -> images seen
+        for f in evals:  # epoch_000091.npz, epoch_000256_raw_ddpm.npz -> images seen
             name = samples_name(f.stem, n_train)
             if copy_file(f, dest / name):
                 written.append(str(dest / name))
-        scored = [(e, p) for e, p in ckpts if (rdir / "eval" / f"epoch_{e:06d}.json").exists()]
+        scored = _scored_weights(rdir, n_train)
         if ckpts and ckpts[-1][0] == last and (ckpts[-1][1] / "ema.safetensors").exists():
-            epoch, src, name = last, ckpts[-1][1], "ema_final.safetensors"
+            src, name = ckpts[-1][1], "ema_final.safetensors"
         elif scored and (scored[-1][1] / "ema.safetensors").exists():
-            epoch, src = scored[-1]
-            name = f"ema_{epoch * n_train:07d}.safetensors"
+            images, src = scored[-1]
+            name = f"ema_{images:07d}.safetensors"
         else:
             continue
         big = (src / "ema.safetensors").stat().st_size > MAX_WEIGHTS_BYTES

@@ -227,11 +227,11 @@ def run(args, command: str | None = None) -> int:
 
 
 def write_paired(to: Path, command: str) -> dict:
-    """paired.json beside the summary: each length-arm run's last points against its last one,
-    paired on the shared noise draws, with each ruler (rulelib.study.paired), from the samples
-    the summary committed under ``<to>/runs/``."""
+    """paired.json beside the summary: each length-arm (and fresh-arm) run's last points against
+    its last one, paired on the shared noise draws, with each ruler (rulelib.study.paired), from
+    the samples the summary committed under ``<to>/runs/``."""
     rows = atomic.read_json(to / "study.json")["rows"]
-    length = {r["run"]: r["task"] for r in rows if r["arm"] == "length"}
+    length = {r["run"]: r["task"] for r in rows if r["arm"] in ("length", "fresh")}
     doc = {"pairs": paired.summarise(to / "runs", length), "n_boot": 1000, "command": command,
            "created": provenance.now_iso(), "git_commit": provenance.git_commit()}  # fmt: skip
     atomic.write_json(to / "paired.json", doc)

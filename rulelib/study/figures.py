@@ -12,6 +12,7 @@ from matplotlib.ticker import NullFormatter
 
 from rulelib import atomic
 from rulelib.study.rows import ERRORS, SOURCE, length_at_budget, size_points
+from rulelib.study.seeds import group_name
 
 
 def on_scale(c: float, lo: float, hi: float) -> str:
@@ -118,6 +119,63 @@ def arm_figure(rows, fitd, arm, task, path):
     ax.set_title("memorisation (copy: d1/d2 < 1/3)", fontsize=9)
     ax.legend(fontsize=7)
     fig.suptitle(f"Task {task}, {arm} arm (quick-profile settings; 95 % bootstrap CIs)")
+    fig.tight_layout()
+    atomic.savefig(fig, path)
+    plt.close(fig)
+    return path
+
+
+def variants_figure(rows, comparisons, task, path, min_measurable: float = 0.8):
+    """Left: the residual std of the novel images against training images for the base recipe
+    (each seed) and each variant of the length arm (fresh data, width, class), 95 % CIs.  Right:
+    each variant minus the base at the images both scored, with its seed-level t interval
+    (hollow: one seed each, a sampling-only interval; rulelib.study.variants).  Only points with
+    ``min_measurable`` of their samples measurable: before that the few measurable images'
+    residual std follows their selection, not the model (the plateau fit's gate)."""
+    rs = [r for r in rows if r["task"] == task and r["arm"] in ("length", "fresh")
+          and r["sampling"] == "ema ddim" and r.get("novel_resid_std") is not None
+          and r.get("novel_resid_std_lo") is not None
+          and r["measurable_rate"] >= min_measurable]  # fmt: skip
+    groups = sorted({group_name(r["run"])[0] for r in rs})
+    if len(groups) < 2:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2))
+    for i, g in enumerate(groups):
+        color = f"C{i}"
+        for run in sorted({r["run"] for r in rs if group_name(r["run"])[0] == g}):
+            pts = sorted((r for r in rs if r["run"] == run), key=lambda r: r["images"])
+            x = np.array([r["images"] for r in pts], dtype=float)
+            y, lo, hi = (
+                np.array([r["novel_resid_std" + s] for r in pts]) for s in ("", "_lo", "_hi")
+            )
+            seed = group_name(run)[1]
+            left.errorbar(x, y, yerr=[y - np.minimum(lo, y), np.maximum(hi, y) - y], fmt="o-",
+                          ms=3, capsize=2, color=color, alpha=1.0 if seed == 0 else 0.5,
+                          label=f"{g}" if seed == 0 else f"{g} seed {seed}")  # fmt: skip
+        mine = [c for c in comparisons if c["variant"] == g and c["measurable"] >= min_measurable]
+        mine.sort(key=lambda c: c["images"])
+        for c in mine:
+            err = [[c["value"] - c["ci"][0]], [c["ci"][1] - c["value"]]]
+            face = color if c["seed_level"] else "none"
+            right.errorbar([c["images"]], [c["value"]], yerr=err, fmt="o", capsize=3, color=color,
+                           mfc=face)  # fmt: skip
+        if mine:
+            right.plot([c["images"] for c in mine], [c["value"] for c in mine], "-", color=color,
+                       label=g)  # fmt: skip
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("training images seen")
+        ax.legend(fontsize=7)
+    left.set_yscale("log")
+    left.set_ylabel("residual std, novel images (exact ruler)")
+    left.set_title("each run, 95 % CI over its samples", fontsize=9)
+    right.axhline(0, color="k", lw=0.6)
+    right.set_ylabel(f"variant - length_{task} (residual std)")
+    right.set_title("difference of seed means, 95 % t interval over seeds (hollow: one seed "
+                    "each, sampling only)", fontsize=9)  # fmt: skip
+    fig.suptitle(f"Task {task}: the recipe's variants at equal training images (points with "
+                 f">= {min_measurable:.0%} of the samples measurable)")  # fmt: skip
     fig.tight_layout()
     atomic.savefig(fig, path)
     plt.close(fig)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from rulelib import atomic, provenance
-from rulelib.study import figures, plateau, seeds
+from rulelib.study import figures, plateau, seeds, variants
 from rulelib.study.evaluate import load_entries, load_scored, train_log
 from rulelib.study.fit import fit_plateau, se_from_ci
 from rulelib.study.rows import ERRORS, SOURCE, floor_columns, point_key, resid_points, row
@@ -148,7 +148,9 @@ def carried(previous: Path, here: dict, logs: dict, scored: set) -> dict:
 
 
 def summarise(out, to, command: str | None = None) -> dict:
-    """study.csv, study.json, fits.json and the figures from every run under ``out``."""
+    """study.csv, study.json, fits.json, variants.json (each variant of a task's recipe against
+    the recipe at equal images, rulelib.study.variants) and the figures from every run under
+    ``out``."""
     scored_here = [pair for rdir in sorted(Path(out).glob("*_*")) if (rdir / "eval").is_dir()
                    for pair in load_scored(rdir)]  # fmt: skip
     rows = [{**row(e), **floor_columns(e, npz), "carried": False} for e, npz in scored_here]
@@ -183,10 +185,20 @@ def summarise(out, to, command: str | None = None) -> dict:
         "completeness": done, "carried": kept["names"],
     })  # fmt: skip
     atomic.write_json(to / "fits.json", fitd)
+    comparisons = variants.compare(rows)
+    atomic.write_json(to / "variants.json", {
+        "comparisons": comparisons, "metric": variants.METRIC, "level": variants.LEVEL,
+        "power": variants.POWER, "method": "difference of seed means, pooled-variance t "
+        "interval (rulelib.study.variants)", "command": command, "created": provenance.now_iso(),
+    })  # fmt: skip
     figs = []
     for arm in ("length", "size"):
         for task in sorted({r["task"] for r in rows if r["arm"] == arm}):
             p = figures.arm_figure(rows, fitd, arm, task, to / f"{arm}_{task}.png")
             if p:
                 figs.append(str(p))
+    for task in sorted({r["task"] for r in rows}):
+        p = figures.variants_figure(rows, comparisons, task, to / f"variants_{task}.png")
+        if p:
+            figs.append(str(p))
     return {"rows": rows, "fits": fitd, "figures": figs}
