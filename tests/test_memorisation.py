@@ -36,6 +36,29 @@ def test_nearest_equals_brute_force():
     np.testing.assert_allclose(d, bd[:, 1:3], rtol=1e-6)
 
 
+@pytest.mark.parametrize("block", [7, 64, 300])
+def test_nearest_in_training_blocks_equals_brute_force(monkeypatch, block):
+    """The training set is compared block by block (a 512 000-image fresh set is never all in
+    floats): blocks smaller than k + 2, blocks not dividing the set and one block give the brute
+    force's neighbours, leave-one-out included where a query's own image is in a later block."""
+    monkeypatch.setattr(mm, "_TRAIN_BLOCK", block)
+    monkeypatch.setattr(mm, "_BLOCK", 16)  # query blocks cross training blocks too
+    rng = np.random.default_rng(2)
+    q, t = rng.uniform(-1, 1, (37, 50)), rng.uniform(-1, 1, (300, 50))
+    d, i = mm.nearest(q, t, k=3)
+    bd, bi = _brute(q, t)
+    np.testing.assert_allclose(d, bd[:, :3], rtol=1e-6)
+    np.testing.assert_array_equal(i, bi[:, :3])
+    d, i = mm.nearest(t[:100], t[:100], k=2, exclude_self=True)
+    assert not (i == np.arange(100)[:, None]).any()
+    bd, _ = _brute(t[:100], t[:100])
+    np.testing.assert_allclose(d, bd[:, 1:3], rtol=1e-6)
+    u = (rng.uniform(0, 255, (60, 4, 4, 3))).astype(np.uint8)  # uint8 blocks turned to floats
+    d, _ = mm.nearest(u[:9], u, k=2)
+    flat = u.reshape(60, -1) / 127.5 - 1.0
+    np.testing.assert_allclose(d, _brute(flat[:9], flat)[0][:, :2], rtol=1e-6)
+
+
 def test_near_duplicates_measured_exactly():
     # the float32 expansion ||q||^2 + ||t||^2 - 2 q.t loses ~1e-2 at distances ~1e-3 on 3072
     # values; the exact re-measurement must recover the true distance

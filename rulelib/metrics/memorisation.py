@@ -38,7 +38,8 @@ from rulelib.metrics.bootstrap import share_ci
 
 COPY_RATIO = 1.0 / 3.0  # d_1 / d_2 below this: a copy (see the module docstring)
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
-_BLOCK = 256  # query images per distance block: 256 x 16 000 float32 distances = 16 MB
+_BLOCK = 256  # query images per distance block: 256 x 16 384 float32 distances = 16 MB
+_TRAIN_BLOCK = 16_384  # training images in floats at a time: 200 MB at 3 x 32 x 32
 
 
 def _as_flat(images, name: str) -> torch.Tensor:
@@ -66,28 +67,53 @@ def nearest(query, train, k: int = 2, *, exclude_self: bool = False) -> tuple[np
     block); the k + 2 best are then re-measured exactly in float64, which removes the cancellation
     error of the expansion for near-duplicates.  exclude_self: query and train are the same set;
     skip each image's own index (leave-one-out), for the distances within a set.
+
+    The training set is read _TRAIN_BLOCK images at a time, each block turned into floats only
+    while it is compared: a fresh-data run's 512 000 uint8 images (1.6 GB) would otherwise become
+    6.3 GB of float32, twice over with its squared norms.
     """
-    q, t = _as_flat(query, "query"), _as_flat(train, "train")
-    if q.shape[1] != t.shape[1]:
-        raise ValueError(f"query images have {q.shape[1]} values, training images {t.shape[1]}")
-    m = t.shape[0] - int(exclude_self)
+    q = _as_flat(query, "query")
+    n_t = len(train)
+    m = n_t - int(exclude_self)
     if not 1 <= k <= m:
         raise ValueError(f"k must be in 1..{m} (the training images available), got {k}")
     kc = min(k + 2, m)
-    tn = (t * t).sum(1)
+    qn = (q * q).sum(1, keepdim=True)
+    best_d2 = torch.full((q.shape[0], kc), float("inf"))
+    best_i = torch.zeros((q.shape[0], kc), dtype=torch.long)
+    for ts in range(0, n_t, _TRAIN_BLOCK):
+        t = _as_flat(train[ts : ts + _TRAIN_BLOCK], "train")
+        if q.shape[1] != t.shape[1]:
+            raise ValueError(f"query images have {q.shape[1]} values, training images {t.shape[1]}")
+        tn = (t * t).sum(1)
+        for s in range(0, q.shape[0], _BLOCK):
+            d2 = qn[s : s + _BLOCK] + tn[None] - 2.0 * (q[s : s + _BLOCK] @ t.T)
+            if exclude_self:  # query s + r is training image ts + c where the two agree
+                r = torch.arange(d2.shape[0])
+                c = r + s - ts
+                inside = (c >= 0) & (c < d2.shape[1])
+                d2[r[inside], c[inside]] = float("inf")
+            both_d = torch.cat([best_d2[s : s + _BLOCK], d2], dim=1)
+            here = torch.arange(ts, ts + t.shape[0]).expand_as(d2)
+            both_i = torch.cat([best_i[s : s + _BLOCK], here], dim=1)
+            top = both_d.topk(kc, dim=1, largest=False).indices
+            best_d2[s : s + _BLOCK] = both_d.gather(1, top)
+            best_i[s : s + _BLOCK] = both_i.gather(1, top)
     dist, idx = [], []
     for s in range(0, q.shape[0], _BLOCK):
-        qb = q[s : s + _BLOCK]
-        d2 = (qb * qb).sum(1, keepdim=True) + tn[None] - 2.0 * (qb @ t.T)
-        if exclude_self:
-            rows = torch.arange(qb.shape[0])
-            d2[rows, rows + s] = float("inf")
-        cand = d2.topk(kc, dim=1, largest=False).indices  # (b, kc)
-        exact = (qb.double()[:, None, :] - t.double()[cand]).pow(2).sum(-1).sqrt()
+        cand = best_i[s : s + _BLOCK]
+        rows = _as_flat(_take(train, cand.reshape(-1)), "train").double()
+        exact = q[s : s + _BLOCK].double()[:, None, :] - rows.reshape(*cand.shape, -1)
+        exact = exact.pow(2).sum(-1).sqrt()
         order = exact.argsort(dim=1)[:, :k]
         dist.append(exact.gather(1, order))
         idx.append(cand.gather(1, order))
     return torch.cat(dist).numpy(), torch.cat(idx).numpy()
+
+
+def _take(images, index: torch.Tensor):
+    """images[index] for a numpy array or a torch tensor of images."""
+    return images[index] if isinstance(images, torch.Tensor) else np.asarray(images)[index.numpy()]
 
 
 def copy_flags(d: np.ndarray, ratio: float = COPY_RATIO) -> np.ndarray:
