@@ -83,7 +83,7 @@ def test_the_summary_writes_the_comparisons_and_their_figure(tmp_path):
     rows += [_row("length_B_narrow", 64000, 0.02, measurable=0.5)]  # below the 80 % gate
     comparisons = variants.compare(rows)
     assert [c["images"] for c in comparisons] == [128000, 256000]
-    assert all(c["ci"][0] > 0 for c in comparisons)  # ~0.004 apart, seed sd < 0.0001: t(1) resolves it
+    assert all(c["ci"][0] > 0 for c in comparisons)  # 0.004 apart, seed sd < 0.0001
     path = figures.variants_figure(rows, comparisons, "B", tmp_path / "variants_B.png")
     assert path.exists() and path.stat().st_size > 10_000
     assert figures.variants_figure(rows[:4], [], "B", tmp_path / "none.png") is None  # one group
