@@ -72,10 +72,10 @@ def arm_figure(rows, fitd, arm, task, path):
         if arm == "length":
             _draw_fit(ax, (fitd.get(f"length_{task}") or {}).get(err, {}), rs[-1]["images"])
             over = (fitd.get(f"length_{task}") or {}).get("over_seeds")
-            if err == "resid_std" and over:  # the mean over training seeds, seeds-then-samples CI
+            if err == "resid_std" and over:  # the mean over training seeds (rulelib.study.seeds)
                 lo, hi = np.array(over["ci"]).T
                 ax.fill_between(over["images"], lo, hi, color="tab:orange", alpha=0.3)
-                band = f"mean of seeds {over['seeds']} (CI over seeds, then samples)"
+                band = f"mean of seeds {over['seeds']} (CI: seed bootstrap joined with t)"
                 ax.plot(over["images"], over["mean"], color="tab:orange", label=band)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade

@@ -74,7 +74,7 @@ def fits(rows: list[dict]) -> dict:
 def seed_curves(rows) -> dict[str, dict]:
     """Runs that differ only in their training seed (length_B, length_B_seed1, ...): at each
     checkpoint all of them scored, the mean residual std (novel images) over seeds with its
-    seed-then-sample CI (rulelib.study.seeds) and the smallest measurable share."""
+    CI over seeds (rulelib.study.seeds.seed_mean_ci) and the smallest measurable share."""
     groups: dict[str, dict[int, list]] = {}
     for r in rows:
         if r["arm"] in ("length", "fresh"):
