@@ -27,6 +27,8 @@ def test_grids_adopt_the_first_studys_folders():
         r = rec["run"]
         if r["arm"] == "length":
             spec = arms.length_run(r["task"], r["images"], r["seed"], preset=r.get("preset"))
+        elif r["arm"] == "fresh":
+            spec = arms.fresh_run(r["task"], r["images"], r["seed"], preset=r.get("preset"))
         else:
             spec = arms.size_run(r["task"], r["train_size"], r["images"], r["seed"])
         assert spec.name == name and spec.to_dict() == r
