@@ -140,6 +140,7 @@ def variants_figure(rows, comparisons, task, path, min_measurable: float = 0.8):
     if len(groups) < 2:
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2))
+    compared = set()
     for i, g in enumerate(groups):
         color = f"C{i}"
         for run in sorted({r["run"] for r in rs if group_name(r["run"])[0] == g}):
@@ -154,6 +155,7 @@ def variants_figure(rows, comparisons, task, path, min_measurable: float = 0.8):
                           label=f"{g}" if seed == 0 else f"{g} seed {seed}")  # fmt: skip
         mine = [c for c in comparisons if c["variant"] == g and c["measurable"] >= min_measurable]
         mine.sort(key=lambda c: c["images"])
+        compared.update(c["images"] for c in mine)
         for c in mine:
             err = [[c["value"] - c["ci"][0]], [c["ci"][1] - c["value"]]]
             face = color if c["seed_level"] else "none"
@@ -171,6 +173,8 @@ def variants_figure(rows, comparisons, task, path, min_measurable: float = 0.8):
     left.set_ylabel("residual std, novel images (exact ruler)")
     left.set_title("each run, 95 % CI over its samples", fontsize=9)
     right.axhline(0, color="k", lw=0.6)
+    if compared:  # a span inside one decade gets no major log tick: label the budgets compared
+        right.set_xticks(sorted(compared), [f"{x / 1000:g}k" for x in sorted(compared)])
     right.set_ylabel(f"variant - length_{task} (residual std)")
     right.set_title("difference of seed means, 95 % t interval over seeds (hollow: one seed "
                     "each, sampling only)", fontsize=9)  # fmt: skip
