@@ -173,8 +173,9 @@ def variants_figure(rows, comparisons, task, path, min_measurable: float = 0.8):
     left.set_ylabel("residual std, novel images (exact ruler)")
     left.set_title("each run, 95 % CI over its samples", fontsize=9)
     right.axhline(0, color="k", lw=0.6)
-    if compared:  # a span inside one decade gets no major log tick: label the budgets compared
-        right.set_xticks(sorted(compared), [f"{x / 1000:g}k" for x in sorted(compared)])
+    ticks = sorted(compared)  # a span inside one decade gets no major log tick: label them
+    if ticks:
+        right.set_xticks(ticks, [f"{x / 1000:g}k" for x in ticks])
     right.set_ylabel(f"variant - length_{task} (residual std)")
     right.set_title("difference of seed means, 95 % t interval over seeds (hollow: one seed "
                     "each, sampling only)", fontsize=9)  # fmt: skip
